@@ -1,0 +1,3 @@
+from fusion3d.cli import main
+
+raise SystemExit(main())
