@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
+from fusion3d.models.spec import ModelConfig, check_model_config
 from fusion3d.utils import atomic_write_text
 
 
@@ -77,6 +78,31 @@ class DataConfig:
 
 
 @dataclass
+class TrainConfig:
+    """Optimisation recipe: warm-up (gates off), then the Variational DropPath phase."""
+
+    batch_size: int = _f(8, "clips per optimisation step (per process under torchrun)")
+    warmup_epochs: int = _f(2, "epochs with every path on (gates off) before v-DropPath")
+    epochs: int = _f(6, "epochs of the v-DropPath phase (0: plain training only)")
+    lr: float = _f(0.05, "SGD learning rate of the network weights (restarts at each phase)")
+    momentum: float = _f(0.9, "SGD momentum")
+    weight_decay: float = _f(5e-4, "weight decay of the network weights (never applied to drop logits)")
+    logit_lr: float = _f(0.0, "learning rate of the drop logits (0: same as train.lr)")
+    schedule: Literal["multistep", "cosine", "constant"] = _f("cosine", "learning-rate schedule within each phase")
+    milestones: list = _f([], "multistep: epochs (within the phase) where lr is multiplied by gamma")
+    gamma: float = _f(0.1, "multistep: lr factor at each milestone")
+    k: float = _f(20.0, "v-DropPath length-scale prior k (the sparsity knob; paper: 50, 10 Kinetics, 250 SSv1)")
+    reg_form: Literal["code", "paper"] = _f("code", "regulariser coefficient: k/N (original code) or k^2/(2N) (paper text)")
+    eval_samples: int = _f(8, "K: hard-sampled strategies averaged for posterior-predictive validation")
+    eval_every: int = _f(1, "validate every this many epochs (and after the last)")
+    log_every: int = _f(10, "write a step record to metrics.jsonl every this many steps")
+    grad_clip: float = _f(0.0, "clip the gradient norm to this value (0: off)")
+    sync_bn: bool = _f(False, "convert BatchNorm to SyncBatchNorm under torchrun")
+    tensorboard: bool = _f(False, "also write TensorBoard event files (needs the tensorboard package)")
+    progress: bool = _f(True, "show a progress bar when attached to a terminal")
+
+
+@dataclass
 class RunConfig:
     """Where a run writes, and what makes it reproducible."""
 
@@ -91,6 +117,8 @@ class Config:
 
     run: RunConfig = field(default_factory=RunConfig, metadata={"help": "run directory and reproducibility"})
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "dataset, sampling and transforms"})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "template or backbone"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training recipe"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,6 +266,21 @@ def validate(cfg: Config) -> None:
     for pair in d.flip_swap:
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, int) for x in pair)):
             raise ConfigError(f"config key 'data.flip_swap': each entry must be a pair of ints, got {pair!r}")
+    t = cfg.train
+    for key, v in (("train.batch_size", t.batch_size), ("train.eval_samples", t.eval_samples),
+                   ("train.eval_every", t.eval_every), ("train.log_every", t.log_every)):
+        if v < 1:
+            raise ConfigError(f"config key '{key}' must be at least 1, got {v}")
+    if t.warmup_epochs < 0 or t.epochs < 0 or t.warmup_epochs + t.epochs < 1:
+        raise ConfigError("config keys 'train.warmup_epochs' and 'train.epochs' must be >= 0 with a positive sum")
+    if t.lr <= 0 or t.logit_lr < 0 or t.k < 0:
+        raise ConfigError("config keys 'train.lr' (> 0), 'train.logit_lr' and 'train.k' (>= 0) are out of range")
+    if any(not isinstance(m, int) or m < 1 for m in t.milestones):
+        raise ConfigError(f"config key 'train.milestones' must hold positive epoch numbers, got {t.milestones}")
+    try:
+        check_model_config(cfg.model)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if d.synth.kind == "motion" and d.synth.classes % 2:
         raise ConfigError(f"config key 'data.synth.classes' must be even for kind=motion (time-reversed pairs), got {d.synth.classes}")
 

@@ -1,0 +1,151 @@
+"""The ``fusion3d`` command: one verb per pipeline stage.
+
+data -> train -> sample -> analyze -> (retrain, derive) -> report, plus ``demo`` that runs them on
+the embedded synthetic default. Nothing here runs at import; ``main(argv)`` parses and dispatches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from fusion3d.config import ConfigError, describe, load_config
+
+
+def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("config", nargs="?" if not required else None, default=None,
+                   help="YAML config file (optional); later key=value arguments override it")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value",
+                   help="dotted config overrides, e.g. data.clip_len=8 run.out=runs/x")
+
+
+def _split_config(args) -> tuple[str | None, list[str]]:
+    """argparse cannot tell a config path from a first override; a token with '=' is an override."""
+    cfg, overrides = args.config, list(args.overrides)
+    if cfg is not None and "=" in cfg:
+        overrides.insert(0, cfg)
+        cfg = None
+    return cfg, overrides
+
+
+def cmd_data_synth(args) -> int:
+    from fusion3d.data.synth import generate
+
+    t0 = time.time()
+    out = generate(args.out, kind=args.kind, classes=args.classes, videos_per_class=args.videos_per_class,
+                   frames=args.frames, size=args.size, seed=args.seed, workers=args.workers, progress=True)
+    print(f"wrote {args.kind} dataset to {out} in {time.time() - t0:.1f}s "
+          f"(UCF101 layout: annotations in {Path(out) / 'ucfTrainTestlist'})")
+    return 0
+
+
+def cmd_data_scan(args) -> int:
+    from fusion3d.data.formats import parse
+    from fusion3d.data.scan import scan_videos, summarize
+    from fusion3d.utils import atomic_write_text
+
+    path, overrides = _split_config(args)
+    cfg = load_config(path, overrides)
+    d = cfg.data
+    parsed = parse(d.format, d.root, d.annotations, args.subset, d.split)
+    paths = [r.path for r in parsed.records] + list(parsed.missing)
+    df = scan_videos(paths, min_frames=d.min_frames, full=args.full, progress=True)
+    print(f"{d.format} {args.subset}: {len(parsed.records) + len(parsed.missing)} annotated videos")
+    print(summarize(df))
+    out = Path(args.csv) if args.csv else Path(d.cache_dir) / f"scan_{args.subset}.csv"
+    atomic_write_text(out, df.to_csv(index=False))
+    print(f"wrote {out}")
+    bad = int((df["status"] != "ok").sum())
+    return 0 if bad < len(df) else 2
+
+
+def cmd_train(args) -> int:
+    from fusion3d.train import train
+
+    path, overrides = _split_config(args)
+    cfg = load_config(path, overrides)
+    t0 = time.time()
+    summary = train(cfg, resume=args.resume, init=args.init, max_epochs=args.max_epochs)
+    if int(__import__("os").environ.get("RANK", 0)) == 0:
+        state = "complete" if summary["complete"] else f"stopped after epoch {summary['epochs_done']} (resume with --resume auto)"
+        print(f"training {state} in {time.time() - t0:.1f}s; run directory {cfg.run.out}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    import yaml
+
+    from fusion3d.config import to_dict
+
+    if args.schema:
+        rows = describe()
+        width = max(len(r[0]) for r in rows)
+        for key, tp, default, help_ in rows:
+            print(f"{key:<{width}}  {default:<24} {help_}  [{tp}]")
+        return 0
+    path, overrides = _split_config(args)
+    print(yaml.safe_dump(to_dict(load_config(path, overrides)), sort_keys=False), end="")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from fusion3d.demo import run_demo
+
+    return run_demo(out=args.out, quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fusion3d", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    data = sub.add_parser("data", help="dataset tools: synthesise, scan")
+    dsub = data.add_subparsers(dest="data_verb", required=True)
+    p = dsub.add_parser("synth", help="write a synthetic video dataset (H.264 .mp4, UCF101 layout)")
+    p.add_argument("--kind", choices=["motion", "appearance", "mixed"], default="motion")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--classes", type=int, default=6)
+    p.add_argument("--videos-per-class", type=int, default=30)
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="encoder processes (output is identical)")
+    p.set_defaults(func=cmd_data_synth)
+    p = dsub.add_parser("scan", help="report missing, unreadable, truncated and too-short videos")
+    _add_config_args(p)
+    p.add_argument("--subset", default="train", help="annotation subset: train, val or test")
+    p.add_argument("--full", action="store_true", help="decode every frame (slow, exhaustive)")
+    p.add_argument("--csv", default=None, help="where to write the CSV (default: <data.cache_dir>/scan_<subset>.csv)")
+    p.set_defaults(func=cmd_data_scan)
+
+    p = sub.add_parser("train", help="train the template (warm-up, then Variational DropPath)")
+    _add_config_args(p)
+    p.add_argument("--resume", default=None, help="auto (continue the run directory's checkpoint, if any) or a checkpoint path")
+    p.add_argument("--init", default=None, help="checkpoint to load weights from (weights only)")
+    p.add_argument("--max-epochs", type=int, default=None, help="stop after this many epochs in total (resumable)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("config", help="print the resolved config, or the schema with --schema")
+    _add_config_args(p)
+    p.add_argument("--schema", action="store_true", help="list every key with default and description")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("demo", help="run the whole method on synthetic videos")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--quick", action="store_true", help="smaller data and shorter training (about 3 minutes)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:
+        print(f"fusion3d: config error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as e:
+        print(f"fusion3d: error: {e}", file=sys.stderr)
+        return 2

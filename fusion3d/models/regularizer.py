@@ -1,0 +1,60 @@
+"""The v-DropPath regulariser (METHOD.md section 4).
+
+For every gated path with drop probability p = sigmoid(logit) and gated conv weight W:
+
+    coef * (1 - p) * ||W||^2  +  (1 / N) * [p log p + (1 - p) log(1 - p)]
+
+summed over paths, where N is the number of training videos and
+
+- ``form="code"`` (default): ``coef = k / N``, the form the original code trains with;
+- ``form="paper"``: ``coef = k^2 / (2 N)``, the form printed in the paper.
+
+Both use the paper's k values only as a starting point: k is the sparsity knob (p rises until the
+classification gradient balances ``coef * ||W||^2``). Everything is computed from the logits with
+``sigmoid`` and ``logsigmoid`` (1 - p = sigmoid(-logit), log p = logsigmoid(logit),
+log(1 - p) = logsigmoid(-logit)), so the value and its gradient stay finite for saturated logits
+(|logit| = 1e4) where p is exactly 0 or 1 in floating point; no clamp is needed.
+
+The gradient reaches both the logits and the weights (the weight term acts as a weight decay of
+strength ``2 coef (1 - p)`` on each gated conv).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+RegForm = Literal["code", "paper"]
+
+
+def reg_coefficient(k: float, n: int, form: str = "code") -> float:
+    """The weight-term coefficient: k / N ("code") or k^2 / (2 N) ("paper")."""
+    if n <= 0:
+        raise ValueError(f"N (number of training videos) must be > 0, got {n}")
+    if form == "code":
+        return float(k) / n
+    if form == "paper":
+        return float(k) ** 2 / (2.0 * n)
+    raise ValueError(f"regulariser form must be 'code' or 'paper', got {form!r}")
+
+
+def vdroppath_regularizer(logits: torch.Tensor, weight_sq_norms: torch.Tensor, k: float, n: int,
+                          form: str = "code") -> torch.Tensor:
+    """Scalar regulariser; ``logits`` and ``weight_sq_norms`` are same-shape tensors, one entry per path."""
+    if logits.shape != weight_sq_norms.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and weight norms {tuple(weight_sq_norms.shape)} differ in shape")
+    coef = reg_coefficient(k, n, form)
+    p = torch.sigmoid(logits)
+    q = torch.sigmoid(-logits)  # 1 - p, exact near p = 1
+    neg_entropy = p * F.logsigmoid(logits) + q * F.logsigmoid(-logits)
+    return (coef * q * weight_sq_norms).sum() + neg_entropy.sum() / n
+
+
+def template_regularizer(model, k: float, n: int, form: str = "code") -> torch.Tensor:
+    """``vdroppath_regularizer`` over every gated path of a ``FusionTemplate`` (``model.gated_weights()``)."""
+    pairs = model.gated_weights()
+    logits = torch.stack([lg for lg, _ in pairs])
+    norms = torch.stack([w.pow(2).sum() for _, w in pairs]).to(logits.dtype)
+    return vdroppath_regularizer(logits, norms, k, n, form)

@@ -1,0 +1,113 @@
+"""Model configuration (the ``model`` config section) and the preset registry.
+
+This module imports no torch: the config layer can validate a model section and resolve a preset
+without loading the network code. ``resolve_arch`` turns a ``ModelConfig`` into an ``Arch``, the
+concrete numbers ``fusion3d.models.template.build_model`` builds from.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+def _f(default: Any, help: str) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: copy.deepcopy(d), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+PresetName = Literal["tiny", "small", "densenet121_3d"]
+
+
+@dataclass(frozen=True)
+class Arch:
+    """Concrete architecture numbers of a fusion template (a resolved preset)."""
+
+    name: str
+    growth: int  # new channels per dense layer
+    bottleneck: int  # width of the S / T paths (bottleneck_factor * growth)
+    blocks: tuple[int, ...]  # dense layers per block
+    stem_channels: int
+    stem_kernel: tuple[int, int, int]  # (kt, kh, kw), 'same' padding, stride (1, s, s)
+    stem_stride: int  # spatial stride of the stem conv
+    stem_pool: bool  # MaxPool 3x3x3, stride (1, 2, 2), padding 1 after the stem conv
+    dropout: float  # before the classifier
+
+    @property
+    def num_slots(self) -> int:
+        return sum(self.blocks) + len(self.blocks) - 1
+
+
+# Preset registry. "densenet121_3d" is the paper's template (Zhou et al. 2020, Table 1: 21.40M
+# parameters with 174 classes). The small presets keep the same structure (dense blocks, 1x1x1 / 3x1x1
+# paths, 1x3x3 shared conv, transitions as slots) at CPU scale for 8x56x56 clips.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(growth=12, bottleneck_factor=4, blocks=[2, 3], stem_channels=24, stem_kernel=[3, 5, 5],
+                 stem_stride=2, stem_pool=True, dropout=0.0),
+    "small": dict(growth=16, bottleneck_factor=4, blocks=[3, 6, 4], stem_channels=32, stem_kernel=[3, 5, 5],
+                  stem_stride=2, stem_pool=True, dropout=0.2),
+    "densenet121_3d": dict(growth=32, bottleneck_factor=4, blocks=[6, 12, 24, 16], stem_channels=64,
+                           stem_kernel=[5, 7, 7], stem_stride=2, stem_pool=True, dropout=0.5),
+}
+
+
+@dataclass
+class ModelConfig:
+    """The fusion template: a preset, optional overrides, and the v-DropPath gate settings."""
+
+    name: PresetName = _f("tiny", "preset: tiny / small (CPU scale, 8x56x56 clips) or densenet121_3d (the paper's template)")
+    growth: int = _f(0, "dense-layer growth rate (new channels per layer); 0 = the preset's value")
+    bottleneck_factor: int = _f(0, "S/T path width = bottleneck_factor * growth; 0 = the preset's value")
+    blocks: list = _f([], "dense layers per block, e.g. [6, 12, 24, 16]; [] = the preset's value")
+    stem_channels: int = _f(0, "output channels of the stem conv; 0 = the preset's value")
+    stem_kernel: list = _f([], "stem conv kernel [kt, kh, kw] (odd sizes, 'same' padding); [] = the preset's value")
+    stem_stride: int = _f(0, "spatial stride of the stem conv (temporal stride is always 1); 0 = the preset's value")
+    stem_pool: bool | None = _f(None, "MaxPool 3x3x3 stride (1,2,2) after the stem conv; null = the preset's value")
+    dropout: float | None = _f(None, "dropout before the classifier; null = the preset's value")
+    num_classes: int = _f(0, "classifier outputs; 0 = take the number of classes from the dataset")
+    drop_init: float = _f(0.1, "initial drop probability p of every S and T path (logit = log(p/(1-p)))")
+    temperature: float = _f(0.2, "relaxed-Bernoulli temperature tau of the v-DropPath gates (fixed)")
+    conv_impl: Literal["auto", "conv3d", "conv2d"] = _f("auto", "how 3x1x1 / 1xkxk / 1x1x1 convs run: conv3d, conv2d (frames folded), auto")
+
+
+def check_model_config(cfg: ModelConfig) -> None:
+    """Cross-key checks; raises ``ValueError`` naming the key (``model.<key>``)."""
+    if cfg.name not in PRESETS:
+        raise ValueError(f"config key 'model.name': {cfg.name!r} is not a preset; choose one of {', '.join(PRESETS)}")
+    for key in ("growth", "bottleneck_factor", "stem_channels", "stem_stride", "num_classes"):
+        if getattr(cfg, key) < 0:
+            raise ValueError(f"config key 'model.{key}' must be >= 0 (0 = preset's value), got {getattr(cfg, key)}")
+    if any((not isinstance(b, int)) or isinstance(b, bool) or b < 1 for b in cfg.blocks):
+        raise ValueError(f"config key 'model.blocks' must be a list of positive ints, got {cfg.blocks!r}")
+    if cfg.stem_kernel and (len(cfg.stem_kernel) != 3 or any(
+            (not isinstance(k, int)) or isinstance(k, bool) or k < 1 or k % 2 == 0 for k in cfg.stem_kernel)):
+        raise ValueError(f"config key 'model.stem_kernel' must be 3 odd positive ints [kt, kh, kw], got {cfg.stem_kernel!r}")
+    if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"config key 'model.dropout' must be in [0, 1), got {cfg.dropout}")
+    if not 0.0 < cfg.drop_init < 1.0:
+        raise ValueError(f"config key 'model.drop_init' must be in (0, 1), got {cfg.drop_init}")
+    if not cfg.temperature > 0.0:
+        raise ValueError(f"config key 'model.temperature' must be > 0, got {cfg.temperature}")
+
+
+def resolve_arch(cfg: ModelConfig) -> Arch:
+    """The preset named by ``cfg.name`` with every non-default override applied."""
+    check_model_config(cfg)
+    p = dict(PRESETS[cfg.name])
+    for key in ("growth", "bottleneck_factor", "stem_channels", "stem_stride"):
+        if getattr(cfg, key):
+            p[key] = getattr(cfg, key)
+    if cfg.blocks:
+        p["blocks"] = list(cfg.blocks)
+    if cfg.stem_kernel:
+        p["stem_kernel"] = list(cfg.stem_kernel)
+    if cfg.stem_pool is not None:
+        p["stem_pool"] = bool(cfg.stem_pool)
+    if cfg.dropout is not None:
+        p["dropout"] = float(cfg.dropout)
+    return Arch(name=cfg.name, growth=int(p["growth"]), bottleneck=int(p["bottleneck_factor"] * p["growth"]),
+                blocks=tuple(int(b) for b in p["blocks"]), stem_channels=int(p["stem_channels"]),
+                stem_kernel=tuple(int(k) for k in p["stem_kernel"]),  # type: ignore[arg-type]
+                stem_stride=int(p["stem_stride"]), stem_pool=bool(p["stem_pool"]), dropout=float(p["dropout"]))
