@@ -109,6 +109,7 @@ class RunConfig:
     out: str = _f("runs/default", "run directory (created; holds config.yaml, checkpoints, metrics, results)")
     seed: int = _f(0, "seed for python, numpy, torch and every data-loader worker")
     device: str = _f("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:N")
+    threads: int = _f(0, "CPU threads for torch ops (0: torch's default; 1 is fastest on a busy 2-core machine)")
 
 
 @dataclass
@@ -169,6 +170,11 @@ def _check_value(key: str, tp: Any, value: Any) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # PyYAML reads 1e-9 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):

@@ -222,6 +222,8 @@ def train(cfg: Config, resume: str | None = None, init: str | None = None, max_e
         save_config(cfg, run_dir / "config.yaml")
 
     seed = cfg.run.seed
+    if cfg.run.threads > 0:
+        torch.set_num_threads(cfg.run.threads)
     seed_everything(seed)
     train_table = load_table(d_cfg, d_cfg.train_subset, progress=is_main)
     num_classes = cfg.model.num_classes or len(train_table.classes)
@@ -355,6 +357,9 @@ def train(cfg: Config, resume: str | None = None, init: str | None = None, max_e
         if bar is not None:
             bar.close()
         del it, loader
+        if world > 1:  # BN running stats are per rank after the last forward: make every rank hold rank 0's
+            for buf in model.buffers():
+                dist.broadcast(buf, src=0)
 
         record = {"kind": "epoch", "step": step, "epoch": epoch + 1, "phase": phase,
                   "loss": sums["loss"] / steps_per_epoch, "ce": sums["ce"] / steps_per_epoch,

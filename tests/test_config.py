@@ -83,3 +83,7 @@ def test_shipped_configs_are_valid():
     assert files, "configs/ holds no YAML files"
     for f in files:
         load_config(f)
+
+
+def test_exponent_without_dot_is_a_float():
+    assert load_config(None, ["train.lr=1e-3"]).train.lr == 0.001

@@ -62,8 +62,8 @@ FOLDER_FPS = 12.0
 # the demuxer. Demuxing a packet costs ~1% of decoding it, and after demuxing forward the decoder
 # still restarts at the last keyframe before the target, exactly where a seek would land.
 SEEK_MIN_GAP = 250
-# Seek to this many frames before the wanted one (MP4 with B-frames indexes keyframes by dts,
-# which is a few frames before their pts); demuxing forward then finds the right keyframe.
+# Seek to this many frames before the wanted one (AVI's pts = dts + 1 would otherwise land a seek
+# on a keyframe just after the target); demuxing forward then finds the right keyframe.
 _SEEK_MARGIN = 8
 
 _IMAGE_RE = re.compile(r"^(?P<prefix>.*?)(?P<num>\d+)\.(?P<ext>jpe?g|png|bmp)$", re.IGNORECASE)
@@ -605,8 +605,9 @@ def read_frames(path, indices: Sequence[int], info: VideoInfo | None = None) -> 
     """Frames ``indices`` of a video (or frame folder) as uint8 RGB ``(len(indices), H, W, 3)``.
 
     Any order, duplicates allowed. An index outside ``[0, num_frames)``, or a frame that cannot be
-    decoded (truncated file), raises :class:`VideoDecodeError`. Pass ``info`` (from
-    :class:`VideoIndex`) to avoid probing the file again.
+    decoded (truncated file), raises :class:`VideoDecodeError`. ``info`` (e.g. from
+    :class:`VideoIndex`) is only used for the range check; without it the file is not probed (the
+    container's own frame count, where it has one, is checked instead).
     """
     path = os.path.abspath(os.fspath(path))
     idx = _as_indices(path, indices)

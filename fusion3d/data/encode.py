@@ -40,7 +40,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 12, crf: int = 
         stream.gop_size = gop
         opts = {"crf": str(crf)}
         if codec == "libx264":
-            opts.update({"preset": "veryfast", "tune": "zerolatency", "threads": "1", "x264-params": "keyint=%d:min-keyint=%d:scenecut=0" % (gop, gop)})
+            opts.update({"preset": "veryfast", "tune": "zerolatency", "threads": "1", "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"})
         else:
             opts.update({"deadline": "realtime", "cpu-used": "8", "b": "0", "row-mt": "0"})
         stream.options = opts
