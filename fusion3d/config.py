@@ -59,6 +59,8 @@ class DataConfig:
     split: int = _f(1, "official split number where the format has several (UCF101: 1-3)")
     train_subset: str = _f("train", "annotation subset used for training")
     eval_subset: str = _f("test", "annotation subset used for final evaluation numbers")
+    selection_fraction: float = _f(0.2, "share of each training class held out (never trained on) to score strategies")
+    selection_subset: str = _f("", "use this annotation subset for strategy selection instead of carving it from train")
     sampling: Literal["dense", "segment"] = _f("dense", "clip sampler: dense (clip_len x frame_interval) or segment (TSN)")
     clip_len: int = _f(8, "frames per clip (segment sampling: number of segments)")
     frame_interval: int = _f(2, "dense sampling: step between sampled frames")
@@ -261,6 +263,8 @@ def validate(cfg: Config) -> None:
                    ("data.synth.videos_per_class", d.synth.videos_per_class)):
         if v < 1:
             raise ConfigError(f"config key '{key}' must be at least 1, got {v}")
+    if not 0.0 <= d.selection_fraction < 1.0:
+        raise ConfigError(f"config key 'data.selection_fraction' must be in [0, 1), got {d.selection_fraction}")
     if d.num_workers < 0:
         raise ConfigError(f"config key 'data.num_workers' must be >= 0, got {d.num_workers}")
     if d.short_side_max < d.short_side:

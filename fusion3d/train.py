@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from fusion3d.config import Config, from_dict, save_config, to_dict
 from fusion3d.data.clip_cache import build_clip_cache
-from fusion3d.data.dataset import TrainClips, load_table, make_loader
+from fusion3d.data.dataset import TrainClips, load_splits, load_table, make_loader
 from fusion3d.evaluate import posterior_predictive, predict, video_scores
 from fusion3d.models import build_model
 from fusion3d.models.regularizer import template_regularizer
@@ -225,8 +225,12 @@ def train(cfg: Config, resume: str | None = None, init: str | None = None, max_e
     if cfg.run.threads > 0:
         torch.set_num_threads(cfg.run.threads)
     seed_everything(seed)
-    train_table = load_table(d_cfg, d_cfg.train_subset, progress=is_main)
+    train_table, selection_table = load_splits(d_cfg, seed, progress=is_main)
     num_classes = cfg.model.num_classes or len(train_table.classes)
+    if is_main:
+        splits = {"fit": [r.path for r in train_table.records], "selection": [r.path for r in selection_table.records],
+                  "selection_source": selection_table.source, "classes": list(train_table.classes)}
+        atomic_write_bytes(run_dir / "splits.json", json.dumps(splits, indent=1).encode())
     model = build_model(cfg.model, num_classes).to(device)
     if init is not None:
         init_state = load_checkpoint(init)
@@ -286,6 +290,7 @@ def train(cfg: Config, resume: str | None = None, init: str | None = None, max_e
         (run_dir / "metrics.jsonl").unlink()
     if is_main:
         log.write({"kind": "start", "step": step, "epoch": start_epoch, "train_videos": n_train,
+                   "selection_videos": len(selection_table),
                    "excluded_train_videos": len(train_table.excluded), "missing_train_videos": len(train_table.missing),
                    "excluded_val_videos": excluded_val, "classes": num_classes, "world_size": world,
                    "device": str(device), "params": sum(p.numel() for p in model.parameters())})

@@ -165,3 +165,17 @@ def test_scan_command_reports_bad_files_and_writes_csv(synth_root, tmp_path, cap
     assert (df["status"] == "ok").sum() == len(df) - 4
     printed = capsys.readouterr().out
     assert recs[0].path in printed and "truncated" in printed
+
+
+def test_selection_split_is_stratified_disjoint_and_deterministic(synth_root, tmp_path):
+    from fusion3d.data.dataset import carve_selection, load_splits
+
+    cfg = _cfg(synth_root, tmp_path, "data.selection_fraction=0.34")
+    fit, sel = load_splits(cfg.data, seed=0)
+    full = load_table(cfg.data, "train")
+    assert len(fit) + len(sel) == len(full)
+    assert not {r.path for r in fit.records} & {r.path for r in sel.records}
+    assert sorted(r.label for r in sel.records) == [0, 1, 2, 3]  # one per class (3 training videos each)
+    again = carve_selection(full, 0.34, seed=0)[1]
+    assert [r.path for r in again.records] == [r.path for r in sel.records]
+    assert [r.path for r in carve_selection(full, 0.34, seed=1)[1].records] != [r.path for r in sel.records]

@@ -96,6 +96,46 @@ def load_table(cfg: DataConfig, subset: str, progress: bool = False) -> VideoTab
     return VideoTable(records, frames, parsed.classes, excluded, list(parsed.missing), source)
 
 
+def carve_selection(table: VideoTable, fraction: float, seed: int) -> tuple[VideoTable, VideoTable]:
+    """Split a training table into (fit, selection), stratified by class, deterministic for a seed.
+
+    Each class gives ``round(fraction * n)`` of its ``n`` videos to the selection split (at least
+    one when ``fraction > 0`` and the class has two or more videos). Positions keep table order.
+    """
+    rng = np.random.default_rng([seed, 7207])
+    by_class: dict[int, list[int]] = {}
+    for i, rec in enumerate(table.records):
+        by_class.setdefault(rec.label, []).append(i)
+    selected: set[int] = set()
+    for label in sorted(by_class):
+        members = by_class[label]
+        k = int(round(fraction * len(members)))
+        if fraction > 0 and len(members) >= 2:
+            k = min(max(k, 1), len(members) - 1)
+        selected.update(rng.permutation(members)[:k].tolist())
+    fit = [i for i in range(len(table)) if i not in selected]
+    sel = [i for i in range(len(table)) if i in selected]
+    fit_t, sel_t = table.subset(fit), table.subset(sel)
+    fit_t.source = f"{table.source}, minus the selection split"
+    sel_t.source = f"{table.source}, selection split ({fraction:.0%} per class, seed {seed})"
+    fit_t.excluded, fit_t.missing = table.excluded, table.missing
+    return fit_t, sel_t
+
+
+def load_splits(cfg: DataConfig, seed: int, progress: bool = False) -> tuple[VideoTable, VideoTable]:
+    """(fit, selection): the videos the template trains on, and the held-out ones strategies are scored on.
+
+    With ``data.selection_subset`` set, fit is the whole training subset and selection that
+    subset; otherwise selection is carved from the training subset (``data.selection_fraction``).
+    """
+    train = load_table(cfg, cfg.train_subset, progress)
+    if cfg.selection_subset:
+        return train, load_table(cfg, cfg.selection_subset, progress)
+    if cfg.selection_fraction <= 0:
+        return train, train.subset([])
+    return carve_selection(train, cfg.selection_fraction, seed)
+
+
 class TrainClips(Dataset):
     """One randomly sampled, augmented clip per video; failing videos are replaced and reported."""
 

@@ -42,6 +42,7 @@ __all__ = [
     "MOTION_PAIRS",
     "APPEARANCE_CLASSES",
     "Scene",
+    "Sprite",
     "class_names",
     "max_classes",
     "hflip_pairs",
@@ -92,7 +93,7 @@ _APPEARANCE_LOOK = {  # class -> (shape, fill)
 _MOTION_SHAPES = ("circle", "square", "triangle", "cross", "ring", "star", "crescent", "frame")
 
 # Object size and travel, as fractions of the frame size.
-_RADIUS = (0.16, 0.24)  # object radius (the shape fits in a circle of this radius)
+_RADIUS = (0.14, 0.22)  # object radius (the shape fits in a circle of this radius)
 _TRAVEL = (0.35, 0.5)  # translation / scroll distance over the whole video (motion, mixed)
 _APPEARANCE_TRAVEL = (0.0, 0.45)  # random translation distance (appearance)
 _JITTER_DEG = 15.0  # random deviation from a motion pair's nominal direction
@@ -101,8 +102,10 @@ _ROTATION_DEG = (120.0, 200.0)  # total rotation over the video
 _SCALE_RATIO = (1.35, 1.6)  # expansion from radius/k to radius*k
 _ORBIT_RADIUS = (0.15, 0.2)
 _ORBIT_DEG = (150.0, 240.0)
-_BG_CONTRAST = 0.08  # spread of the second background colour around the first
-_NOISE = (0.005, 0.025)  # per-pixel Gaussian noise sigma (0-1 scale), fresh in every frame
+_BG_CONTRAST = 0.05  # spread of the second background colour around the first
+_NOISE = (0.0, 0.015)  # per-pixel Gaussian noise sigma (0-1 scale), fresh in every frame
+_MIN_CONTRAST = 0.3  # least luminance difference between an object and the background
+_MOTION_OBJECTS = (1, 3)  # objects per motion video (each one follows the class's motion)
 _CLIPS_PER_GROUP = 4  # UCF101-like numbering: v_<Class>_g<GG>_c<CC>
 
 
@@ -199,25 +202,28 @@ def hflip_unpaired(kind: str, num_classes: int) -> list[str]:
 
 
 @dataclass
-class Scene:
-    """Everything needed to render one *forward* video; ``reverse`` plays it backwards.
+class Sprite:
+    """One object: its look and its per-frame pose (arrays of length T; pixels, radians)."""
 
-    Per-frame arrays have length T. Positions are in pixels (x right, y down), angles in radians
-    (positive = clockwise on screen).
-    """
-
-    size: int
     shape: str
     fill: str  # solid | stripes | checker
-    radius: float  # object radius in pixels at scale 1
-    centers: np.ndarray  # (T, 2) object centre
-    angles: np.ndarray  # (T,) object orientation
-    scales: np.ndarray  # (T,) object scale
-    bg_offsets: np.ndarray  # (T, 2) background texture shift
-    color1: np.ndarray  # (3,) object colour
-    color2: np.ndarray  # (3,) second object colour (patterned fills)
+    radius: float  # radius in pixels at scale 1 (the shape fits in a circle of this radius)
+    centers: np.ndarray  # (T, 2) centre, x right, y down
+    angles: np.ndarray  # (T,) orientation, positive = clockwise on screen
+    scales: np.ndarray  # (T,) scale
+    color1: np.ndarray  # (3,) colour in [0, 1]
+    color2: np.ndarray  # (3,) second colour of patterned fills
     pattern_period: float  # stripe / checker period in object units
     pattern_angle: float
+
+
+@dataclass
+class Scene:
+    """Everything needed to render one *forward* video; ``reverse`` says the class plays it backwards."""
+
+    size: int
+    objects: list[Sprite]  # drawn in this order
+    bg_offsets: np.ndarray  # (T, 2) background texture shift in pixels
     bg_color1: np.ndarray
     bg_color2: np.ndarray
     bg_waves: np.ndarray  # (K, 4): wave vector x, y (cycles per pixel), phase, amplitude
@@ -269,57 +275,56 @@ def _place(offsets: np.ndarray, extent: np.ndarray, size: int, rng: np.random.Ge
     return offsets + shift
 
 
-def _motion(family: str, param: float, frames: int, size: int, radius: float, rng: np.random.Generator,
-            travel=_TRAVEL, jitter: float = _JITTER_DEG):
-    """Forward per-frame (centres, angles, scales, bg_offsets) of one motion family."""
+def _pose(family: str, param: float, frames: int, size: int, radius: float, rng: np.random.Generator,
+          jitter: float = _JITTER_DEG):
+    """Forward per-frame (centres, angles, scales) of one object under a motion family."""
     t = _ramp(frames)
-    zeros = np.zeros((frames, 2))
     theta0 = rng.uniform(0.0, 2 * math.pi)
     angles = np.full(frames, theta0)
     scales = np.ones(frames)
-    bg = zeros.copy()
-    offsets = zeros.copy()
+    offsets = np.zeros((frames, 2))
     if family == "translate":
         d = _direction(param + rng.uniform(-jitter, jitter))
-        dist = rng.uniform(*travel) * size
-        offsets = t[:, None] * dist * d[None, :]
+        offsets = t[:, None] * rng.uniform(*_TRAVEL) * size * d[None, :]
     elif family == "rotate":
-        total = math.radians(rng.uniform(*_ROTATION_DEG)) * param
-        angles = theta0 + t * total
+        angles = theta0 + t * param * math.radians(rng.uniform(*_ROTATION_DEG))
     elif family == "scale":
-        k = rng.uniform(*_SCALE_RATIO) if param > 0 else 1.0 / rng.uniform(*_SCALE_RATIO)
+        k = rng.uniform(*_SCALE_RATIO)
         scales = 1.0 / k + t * (k - 1.0 / k)
     elif family == "orbit":
         r_orbit = rng.uniform(*_ORBIT_RADIUS) * size
-        phi0 = rng.uniform(0.0, 2 * math.pi)
-        phi = phi0 + param * t * math.radians(rng.uniform(*_ORBIT_DEG))
+        phi = rng.uniform(0.0, 2 * math.pi) + param * t * math.radians(rng.uniform(*_ORBIT_DEG))
         offsets = r_orbit * np.stack([np.cos(phi), np.sin(phi)], axis=1)
-    elif family == "scroll":
-        d = _direction(param + rng.uniform(-jitter, jitter))
-        dist = rng.uniform(*travel) * size
-        bg = t[:, None] * dist * d[None, :]
-    else:  # pragma: no cover - table error
+    elif family == "random":  # appearance: any direction, any speed up to _APPEARANCE_TRAVEL
+        d = _direction(rng.uniform(0.0, 360.0))
+        offsets = t[:, None] * rng.uniform(*_APPEARANCE_TRAVEL) * size * d[None, :]
+    elif family != "static":  # pragma: no cover - table error
         raise ValueError(f"unknown motion family {family!r}")
     centers = _place(offsets, radius * scales, size, rng)
-    return centers, angles, scales, bg
+    return centers, angles, scales
 
 
-def _look(shape_class: str | None, rng: np.random.Generator) -> dict:
-    """Object shape, fill and colours; ``shape_class`` None draws a random striped shape."""
+def _sprite(shape_class: str | None, radius: float, pose, rng: np.random.Generator, bg: np.ndarray) -> Sprite:
+    """An object with a random look; ``shape_class`` None draws a random striped shape (motion)."""
     if shape_class is None:
         shape, fill = _MOTION_SHAPES[int(rng.integers(len(_MOTION_SHAPES)))], "stripes"
     else:
         shape, fill = _APPEARANCE_LOOK[shape_class]
-    return {"shape": shape, "fill": fill}
+    color1 = _contrasting(rng, bg, _MIN_CONTRAST, 0.4)
+    color2 = _contrasting(rng, color1, 0.3, 0.45)
+    centers, angles, scales = pose
+    return Sprite(shape=shape, fill=fill, radius=radius, centers=centers, angles=angles, scales=scales,
+                  color1=color1, color2=color2, pattern_period=float(rng.uniform(0.5, 0.75)),
+                  pattern_angle=float(rng.uniform(0.0, math.pi)))
 
 
 def make_scene(kind: str, label: int, num_classes: int, frames: int, size: int, rng: np.random.Generator) -> Scene:
-    """Draw the parameters of one video of class ``label``.
+    """Draw the parameters of one video of class ``label`` (the forward sequence and ``reverse``).
 
     The random draws come from four independent child streams of ``rng`` (motion, look,
     background, noise). Motion parameters depend on the label only through the motion pair (kind
     ``motion``) and not at all for ``appearance``/``mixed``: the same ``rng`` gives the same object
-    trajectory for every appearance class, and the same forward sequence for both twins.
+    trajectories for every appearance class, and the same forward sequence for both twins.
     """
     _check_classes(kind, num_classes, "num_classes")
     _check_int("label", label, 0)
@@ -328,32 +333,8 @@ def make_scene(kind: str, label: int, num_classes: int, frames: int, size: int, 
     _check_int("frames", frames, 2)
     _check_int("size", size, 8)
     s = _streams(rng)
-    m = s["motion"]
-    radius = m.uniform(*_RADIUS) * size
-    reverse = False
-    if kind == "motion":
-        pair = label // 2
-        reverse = bool(label % 2)
-        _, _, family, param = MOTION_PAIRS[pair]
-        centers, angles, scales, bg_off = _motion(family, param, frames, size, radius, m)
-        look = _look(None, s["look"])
-    elif kind == "appearance":
-        d = _direction(m.uniform(0.0, 360.0))
-        dist = m.uniform(*_APPEARANCE_TRAVEL) * size
-        offsets = _ramp(frames)[:, None] * dist * d[None, :]
-        centers = _place(offsets, np.full(frames, radius), size, m)
-        angles = np.full(frames, m.uniform(0.0, 2 * math.pi))
-        scales = np.ones(frames)
-        bg_off = np.zeros((frames, 2))
-        look = _look(APPEARANCE_CLASSES[label], s["look"])
-    else:  # mixed: shape group x (down, up = reversed down)
-        reverse = bool(label % 2)
-        centers, angles, scales, bg_off = _motion("translate", 90.0, frames, size, radius, m,
-                                                  jitter=_MIXED_JITTER_DEG)
-        look = _look(APPEARANCE_CLASSES[label // 2], s["look"])
+    m, lk, b = s["motion"], s["look"], s["background"]
 
-    lk = s["look"]
-    b = s["background"]
     bg1 = b.uniform(0.1, 0.9, size=3)
     bg2 = np.clip(bg1 + b.normal(0.0, _BG_CONTRAST, size=3), 0.0, 1.0)
     n_waves = 3
@@ -361,16 +342,33 @@ def make_scene(kind: str, label: int, num_classes: int, frames: int, size: int, 
     wave_angles = b.uniform(0.0, 2 * math.pi, size=n_waves)
     waves = np.stack([np.cos(wave_angles) / wavelengths, np.sin(wave_angles) / wavelengths,
                       b.uniform(0.0, 2 * math.pi, size=n_waves), b.uniform(0.5, 1.0, size=n_waves)], axis=1)
-    color1 = _contrasting(lk, bg1, 0.3, 0.4)
-    color2 = _contrasting(lk, color1, 0.3, 0.45)
-    period = lk.uniform(0.5, 0.75)
-    pattern_angle = lk.uniform(0.0, math.pi)
+    bg_off = np.zeros((frames, 2))
+
+    reverse = kind != "appearance" and bool(label % 2)
+    if kind == "motion":
+        _, _, family, param = MOTION_PAIRS[label // 2]
+        shape_class, jitter = None, _JITTER_DEG
+        lo, hi = _MOTION_OBJECTS
+    elif kind == "appearance":
+        family, param, shape_class, jitter = "random", 0.0, APPEARANCE_CLASSES[label], 0.0
+        lo = hi = 1
+    else:  # mixed: shape group x (down, up = the reversed down)
+        family, param, shape_class, jitter = "translate", 90.0, APPEARANCE_CLASSES[label // 2], _MIXED_JITTER_DEG
+        lo = hi = 1
+    if family == "scroll":
+        d = _direction(param + m.uniform(-jitter, jitter))
+        bg_off = _ramp(frames)[:, None] * m.uniform(*_TRAVEL) * size * d[None, :]
+        family = "static"
+    n_objects = int(m.integers(lo, hi + 1))
+    objects = []
+    for _ in range(n_objects):
+        radius = m.uniform(*_RADIUS) * size
+        pose = _pose(family, param, frames, size, radius, m, jitter)
+        objects.append(_sprite(shape_class, radius, pose, lk, bg1))
     noise_sigma = float(s["noise"].uniform(*_NOISE))
     noise_seed = int(s["noise"].integers(0, 2**63 - 1))
-    return Scene(size=size, shape=look["shape"], fill=look["fill"], radius=radius, centers=centers,
-                 angles=angles, scales=scales, bg_offsets=bg_off, color1=color1, color2=color2,
-                 pattern_period=period, pattern_angle=pattern_angle, bg_color1=bg1, bg_color2=bg2,
-                 bg_waves=waves, noise_sigma=noise_sigma, noise_seed=noise_seed, reverse=reverse,
+    return Scene(size=size, objects=objects, bg_offsets=bg_off, bg_color1=bg1, bg_color2=bg2, bg_waves=waves,
+                 noise_sigma=noise_sigma, noise_seed=noise_seed, reverse=reverse,
                  info={"kind": kind, "label": label})
 
 
@@ -450,34 +448,38 @@ def _background(scene: Scene, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return scene.bg_color1 + f[..., None] * (scene.bg_color2 - scene.bg_color1)
 
 
-def render_scene(scene: Scene) -> np.ndarray:
-    """Render the forward sequence of ``scene`` (``reverse`` is ignored): (T, H, W, 3) float in [0, 1]."""
-    size = scene.size
-    coords = np.arange(size, dtype=np.float64) + 0.5
-    xs, ys = np.meshgrid(coords, coords)
-    img = _background(scene, xs, ys)
+def _draw(img: np.ndarray, obj: Sprite, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Composite ``obj`` over ``img`` (T, H, W, 3) with an anti-aliased edge."""
     # object coordinates: rotate the pixel offsets by -angle, divide by the current radius
-    r = (scene.radius * scene.scales)[:, None, None]
-    dx = xs[None] - scene.centers[:, 0, None, None]
-    dy = ys[None] - scene.centers[:, 1, None, None]
-    ca, sa = np.cos(scene.angles)[:, None, None], np.sin(scene.angles)[:, None, None]
+    r = (obj.radius * obj.scales)[:, None, None]
+    dx = xs[None] - obj.centers[:, 0, None, None]
+    dy = ys[None] - obj.centers[:, 1, None, None]
+    ca, sa = np.cos(obj.angles)[:, None, None], np.sin(obj.angles)[:, None, None]
     u = (ca * dx + sa * dy) / r
     v = (-sa * dx + ca * dy) / r
-    sd = _sd_shape(scene.shape, u, v) * r  # pixels
-    cover = np.clip(0.5 - sd, 0.0, 1.0)[..., None]
-    if scene.fill == "solid":
-        fill = np.broadcast_to(scene.color1, img.shape)
+    cover = np.clip(0.5 - _sd_shape(obj.shape, u, v) * r, 0.0, 1.0)[..., None]  # distance in pixels
+    if obj.fill == "solid":
+        fill = obj.color1
     else:
-        cp, sp = math.cos(scene.pattern_angle), math.sin(scene.pattern_angle)
-        pu = (cp * u + sp * v) * r  # pixels along the pattern axis, moving with the object
+        cp, sp = math.cos(obj.pattern_angle), math.sin(obj.pattern_angle)
+        pu = (cp * u + sp * v) * r  # pixels along the pattern axes, moving with the object
         pv = (-sp * u + cp * v) * r
-        w = 2 * math.pi / (scene.pattern_period * r)  # radians per pixel
-        if scene.fill == "stripes":
+        w = 2 * math.pi / (obj.pattern_period * r)  # radians per pixel
+        if obj.fill == "stripes":
             m = np.clip(0.5 + np.sin(w * pu) / w, 0.0, 1.0)  # about one pixel of anti-aliasing
         else:
             m = np.clip(0.5 + 1.5 * np.sin(w * pu) * np.sin(w * pv) / w, 0.0, 1.0)
-        fill = scene.color1 + m[..., None] * (scene.color2 - scene.color1)
-    img = img * (1.0 - cover) + fill * cover
+        fill = obj.color1 + m[..., None] * (obj.color2 - obj.color1)
+    return img * (1.0 - cover) + fill * cover
+
+
+def render_scene(scene: Scene) -> np.ndarray:
+    """Render the forward sequence of ``scene`` (``reverse`` is ignored): (T, H, W, 3) float in [0, 1]."""
+    coords = np.arange(scene.size, dtype=np.float64) + 0.5
+    xs, ys = np.meshgrid(coords, coords)
+    img = _background(scene, xs, ys)
+    for obj in scene.objects:
+        img = _draw(img, obj, xs, ys)
     noise = np.random.default_rng(scene.noise_seed).normal(0.0, scene.noise_sigma, size=img.shape)
     return np.clip(img + noise, 0.0, 1.0)
 
