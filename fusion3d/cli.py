@@ -7,6 +7,7 @@ the embedded synthetic default. Nothing here runs at import; ``main(argv)`` pars
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -74,6 +75,29 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_sample(args) -> int:
+    from fusion3d.sample import run_sample
+
+    t0 = time.time()
+    df = run_sample(args.run, num=args.num, seed=args.seed, recalibrate=not args.no_recalibrate,
+                    recal_clips=args.recal_clips, batch_size=args.batch_size, device=args.device)
+    col = "top1_after" if not args.no_recalibrate else "top1_before"
+    best = df.sort_values(col, ascending=False).iloc[0]
+    print(f"scored {len(df)} strategies in {time.time() - t0:.1f}s -> {Path(args.run) / 'strategies.csv'}; "
+          f"best {col} {best[col]:.1f}% ({best['strategy']})")
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from fusion3d.analyze import run_analyze
+
+    summary = run_analyze(args.run, top_k=args.top_k)
+    print(json.dumps(summary, indent=1, default=str)[:4000])
+    print(f"wrote marginals.csv, figure4.png, acc_vs_flops.png, acc_hist.png, top_strategies.csv, opt_strategy.json "
+          f"in {args.run}")
+    return 0
+
+
 def cmd_config(args) -> int:
     import yaml
 
@@ -125,6 +149,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, help="checkpoint to load weights from (weights only)")
     p.add_argument("--max-epochs", type=int, default=None, help="stop after this many epochs in total (resumable)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="draw strategies from a trained template and score them without retraining")
+    p.add_argument("run", help="run directory written by `fusion3d train`")
+    p.add_argument("--num", type=int, default=100, help="strategies to draw (canonical ones are added)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the draws (default: the run's seed)")
+    p.add_argument("--no-recalibrate", action="store_true", help="skip BatchNorm recalibration per strategy")
+    p.add_argument("--recal-clips", type=int, default=None, help="training clips used for BN recalibration")
+    p.add_argument("--batch-size", type=int, default=None, help="evaluation batch size")
+    p.add_argument("--device", default=None, help="torch device (default: the run's)")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("analyze", help="marginals, Figure-4 plot, accuracy vs FLOPs, top strategies, Opt")
+    p.add_argument("run", help="run directory with strategies.csv")
+    p.add_argument("--top-k", type=int, default=10)
+    p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("config", help="print the resolved config, or the schema with --schema")
     _add_config_args(p)

@@ -186,6 +186,17 @@ def drop_summary(drop_probs: torch.Tensor) -> dict:
 # ----------------------------------------------------------------------------- the run
 
 
+def drop_table(slot_names, drop_probs) -> str:
+    """Per-slot drop probabilities of the S and T paths, as a readable table."""
+    p = torch.as_tensor(drop_probs)
+    width = max(len(n) for n in slot_names)
+    lines = [f"{'slot':<{width}}  p_S    p_T    higher"]
+    for name, (ps, pt) in zip(slot_names, p.tolist()):
+        lines.append(f"{name:<{width}}  {ps:.3f}  {pt:.3f}  {'S' if ps > pt else ('T' if pt > ps else '=')}")
+    lines.append(f"S-path drop prob above T-path in {int((p[:, 0] > p[:, 1]).sum())} of {len(p)} slots")
+    return "\n".join(lines)
+
+
 def _resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
     if resume is None:
         return None
@@ -396,8 +407,11 @@ def train(cfg: Config, resume: str | None = None, init: str | None = None, max_e
         if world > 1:
             dist.barrier()
 
+    if is_main and t_cfg.epochs > 0 and end_epoch > t_cfg.warmup_epochs:
+        print(drop_table(model.slot_names, model.drop_probs()))
     summary = {"epochs_done": end_epoch, "total_epochs": total_epochs, "steps": step, "weights_sha1": weights_digest(model),
-               "drop_probs": model.drop_probs().detach().cpu().tolist(), "failed_videos": sorted(failed_seen),
+               "drop_probs": model.drop_probs().detach().cpu().tolist(), "slot_names": list(model.slot_names),
+               "failed_videos": sorted(failed_seen),
                "complete": end_epoch == total_epochs, **last_val}
     if world > 1:
         (run_dir / f"weights_rank{rank}.sha1").write_text(summary["weights_sha1"] + "\n")

@@ -123,9 +123,16 @@ def test_two_process_ddp_run_ends_with_identical_weights(tiny_motion, tmp_path):
     with socket.socket() as s:  # torchrun's --master_port=0 hangs the rendezvous: pick a free port
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    res = subprocess.run([PY, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-                          "-m", "fusion3d", "train", *over], env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
+    proc = subprocess.Popen([PY, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+                             "-m", "fusion3d", "train", *over], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=300)
+    finally:  # never leave worker processes behind, whatever happened
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, out[-3000:]
     run = Path(tmp_path / "run")
     shas = [(run / f"weights_rank{r}.sha1").read_text() for r in (0, 1)]
     assert shas[0] == shas[1]

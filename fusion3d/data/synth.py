@@ -106,6 +106,7 @@ _BG_CONTRAST = 0.05  # spread of the second background colour around the first
 _NOISE = (0.0, 0.015)  # per-pixel Gaussian noise sigma (0-1 scale), fresh in every frame
 _MIN_CONTRAST = 0.3  # least luminance difference between an object and the background
 _MOTION_OBJECTS = (1, 3)  # objects per motion video (each one follows the class's motion)
+_PLACEMENT_TRIES = 20  # attempts at placing an object clear of the others (then it may overlap)
 _CLIPS_PER_GROUP = 4  # UCF101-like numbering: v_<Class>_g<GG>_c<CC>
 
 
@@ -360,10 +361,16 @@ def make_scene(kind: str, label: int, num_classes: int, frames: int, size: int, 
         bg_off = _ramp(frames)[:, None] * m.uniform(*_TRAVEL) * size * d[None, :]
         family = "static"
     n_objects = int(m.integers(lo, hi + 1))
-    objects = []
+    objects, placed = [], []
     for _ in range(n_objects):
-        radius = m.uniform(*_RADIUS) * size
-        pose = _pose(family, param, frames, size, radius, m, jitter)
+        # a few tries at a pose that keeps clear of the objects already placed
+        for _ in range(_PLACEMENT_TRIES):
+            radius = m.uniform(*_RADIUS) * size
+            pose = _pose(family, param, frames, size, radius, m, jitter)
+            extent = radius * pose[2]
+            if all(np.all(np.linalg.norm(pose[0] - c, axis=1) >= 0.9 * (extent + e)) for c, e in placed):
+                break
+        placed.append((pose[0], extent))
         objects.append(_sprite(shape_class, radius, pose, lk, bg1))
     noise_sigma = float(s["noise"].uniform(*_NOISE))
     noise_seed = int(s["noise"].integers(0, 2**63 - 1))

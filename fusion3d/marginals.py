@@ -1,0 +1,107 @@
+"""Layer-level preference: per-slot unit marginals from the learned drop probabilities (METHOD.md 6).
+
+Each slot has two paths with drop probabilities ``p_S`` and ``p_T``. Two conventions give the keep
+probability q of a path:
+
+- ``"sampling"``: ``q = 1 - p``, the probability with which sampling keeps the path;
+- ``"paper"``:    ``q = 1 - sqrt(p)``, the paper's Eq. 7 (p split into two equal Bernoulli factors).
+
+With independent paths the unit of a slot has the marginals
+``P(S) = q_S (1 - q_T)``, ``P(ST) = q_T (1 - q_S)``, ``P(S+ST) = q_S q_T``,
+``P(none) = (1 - q_S)(1 - q_T)``, which sum to 1.
+
+Also ``pareto_front`` (accuracy vs cost). Pure numpy / pandas; no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+CONVENTIONS: tuple[str, ...] = ("sampling", "paper")
+MARGINAL_UNITS: tuple[str, ...] = ("S", "ST", "S+ST", "none")
+
+
+def _as_array(x) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def keep_probs(drop_probs, convention: str = "paper") -> np.ndarray:
+    """Keep probability of each path: ``1 - p`` ("sampling") or ``1 - sqrt(p)`` ("paper", Eq. 7).
+
+    ``drop_probs`` is any array of probabilities in [0, 1] (e.g. the ``(num_slots, 2)`` table of
+    ``FusionTemplate.drop_probs()``); the result has the same shape.
+    """
+    p = _as_array(drop_probs)
+    if np.any((p < 0) | (p > 1)) or np.any(np.isnan(p)):
+        raise ValueError("drop probabilities must lie in [0, 1]")
+    if convention == "sampling":
+        return 1.0 - p
+    if convention == "paper":
+        return 1.0 - np.sqrt(p)
+    raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
+
+
+def unit_marginals(q_s, q_t) -> dict[str, np.ndarray | float]:
+    """``{"S", "ST", "S+ST", "none"}`` probabilities of a slot's unit from the keep probabilities of
+    its S and T paths (scalars or arrays of the same shape)."""
+    qs, qt = _as_array(q_s), _as_array(q_t)
+    out = {"S": qs * (1 - qt), "ST": qt * (1 - qs), "S+ST": qs * qt, "none": (1 - qs) * (1 - qt)}
+    if qs.ndim == 0 and qt.ndim == 0:
+        return {k: float(v) for k, v in out.items()}
+    return out
+
+
+def marginals_table(drop_probs, slot_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per slot: the drop probabilities, both conventions' keep probabilities and unit
+    marginals, and the preferred (most probable) unit under each convention.
+
+    Columns: ``slot, index, p_S, p_T``, then for c in (sampling, paper): ``q_S_c, q_T_c, P_S_c,
+    P_ST_c, P_S+ST_c, P_none_c``, then ``preferred_unit_sampling, preferred_unit_paper``.
+    """
+    p = _as_array(drop_probs)
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise ValueError(f"drop_probs must have shape (num_slots, 2) with columns [S, T], got {p.shape}")
+    n = p.shape[0]
+    names = list(slot_names) if slot_names is not None else [f"slot{i}" for i in range(n)]
+    if len(names) != n:
+        raise ValueError(f"{len(names)} slot names for {n} slots")
+    df = pd.DataFrame({"slot": names, "index": np.arange(n), "p_S": p[:, 0], "p_T": p[:, 1]})
+    preferred = {}
+    for conv in CONVENTIONS:
+        q = keep_probs(p, conv)
+        m = unit_marginals(q[:, 0], q[:, 1])
+        df[f"q_S_{conv}"] = q[:, 0]
+        df[f"q_T_{conv}"] = q[:, 1]
+        for u in MARGINAL_UNITS:
+            df[f"P_{u}_{conv}"] = m[u]
+        stacked = np.stack([m[u] for u in MARGINAL_UNITS], axis=1)
+        preferred[conv] = [MARGINAL_UNITS[i] for i in stacked.argmax(1)]
+    for conv in CONVENTIONS:
+        df[f"preferred_unit_{conv}"] = preferred[conv]
+    return df
+
+
+def pareto_front(flops, acc) -> list[int]:
+    """Indices of the non-dominated points (lower cost and higher accuracy are better), sorted by cost.
+
+    A point is dominated when another has cost <= and accuracy >= with at least one strict. Of
+    exact duplicates (same cost and accuracy) the first index is kept. NaN points are ignored.
+    """
+    f, a = _as_array(flops), _as_array(acc)
+    if f.shape != a.shape or f.ndim != 1:
+        raise ValueError("flops and acc must be 1-D arrays of the same length")
+    idx = [i for i in range(len(f)) if not (np.isnan(f[i]) or np.isnan(a[i]))]
+    # by cost ascending, then accuracy descending, then index: a point is on the front iff its
+    # accuracy beats every point seen before it
+    idx.sort(key=lambda i: (f[i], -a[i], i))
+    front, best = [], -np.inf
+    for i in idx:
+        if a[i] > best:
+            front.append(i)
+            best = a[i]
+    return front

@@ -1,0 +1,201 @@
+"""The sample stage on a real tiny run: CSV schema, strategy list, scores, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+from conftest import tiny_overrides
+
+from fusion3d.config import from_dict, load_config
+from fusion3d.models import Strategy, build_model, count_macs, count_params
+from fusion3d.sample import COLUMNS, _RowWriter, read_strategies, run_sample, strategy_plan
+from fusion3d.train import load_checkpoint, train
+
+EXPECTED_COLUMNS = ["strategy", "id", "source", "top1_before", "top5_before", "top1_after", "top5_after", "macs",
+                    "params", "n_S", "n_ST", "n_S+ST", "n_none", "views", "seconds"]
+NUM = 8
+OUTPUTS = ("strategies.csv", "sample.json")
+
+
+_SHARED: dict = {}
+
+
+def shared_runs(tiny_motion, tmp_path_factory):
+    """(trained, sampled) run directories, built once per test session (test_analyze uses them too):
+    a tiny template trained for 1 warm-up + 1 v-DropPath epoch, and a copy of it with ``NUM`` draws
+    scored. Tests that modify a run work on their own copy."""
+    if not _SHARED:
+        torch.set_num_threads(1)
+        tmp = tmp_path_factory.mktemp("sample_run")
+        train(load_config(None, tiny_overrides(tiny_motion, tmp, **{"train.epochs": 1})))
+        sampled = fresh_copy(tmp / "run", tmp_path_factory.mktemp("sampled") / "run")
+        run_sample(sampled, num=NUM, progress=False)
+        _SHARED.update(trained=tmp / "run", sampled=sampled)
+    return _SHARED["trained"], _SHARED["sampled"]
+
+
+def fresh_copy(run, dest):
+    """A copy of the run directory without sampling outputs."""
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns(*OUTPUTS))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_motion, tmp_path_factory):
+    return shared_runs(tiny_motion, tmp_path_factory)[0]
+
+
+@pytest.fixture(scope="module")
+def sampled(tiny_motion, tmp_path_factory):
+    run = shared_runs(tiny_motion, tmp_path_factory)[1]
+    return run, pd.read_csv(run / "strategies.csv", dtype={"id": str, "strategy": str})
+
+
+def _model(run):
+    state = load_checkpoint(run / "checkpoint.pt")
+    cfg = from_dict(state["config"])
+    model = build_model(cfg.model, state["num_classes"])
+    model.load_state_dict(state["model"])
+    return model, cfg
+
+
+def test_strategies_csv_has_the_exact_columns(sampled):
+    run, df = sampled
+    with open(run / "strategies.csv", newline="") as fh:
+        header = next(csv.reader(fh))
+    assert header == EXPECTED_COLUMNS == list(COLUMNS) == list(df.columns)
+
+
+def test_canonical_and_most_probable_strategies_are_scored(sampled):
+    run, df = sampled
+    model, _ = _model(run)
+    by_id = dict(zip(df["id"], df["source"]))
+    for unit in ("S", "ST", "S+ST"):
+        assert by_id[Strategy.uniform(unit, model.num_slots).id] == f"canonical_{unit}"
+    assert model.most_probable_strategy().id in by_id
+
+
+def test_rows_are_the_unique_canonical_and_seeded_draws(sampled):
+    run, df = sampled
+    model, cfg = _model(run)
+    g = torch.Generator().manual_seed(cfg.run.seed)
+    draws = [model.sample_strategy(g) for _ in range(NUM)]
+    canonical = [Strategy.uniform(u, model.num_slots) for u in ("S", "ST", "S+ST")] + [model.most_probable_strategy()]
+    expected = {s.id for s in canonical + draws}
+    assert df["id"].is_unique
+    assert set(df["id"]) == expected and len(df) == len(expected)
+    assert set(df.loc[df["source"] == "sampled", "id"]) <= {s.id for s in draws}
+
+
+def test_scores_are_percentages_and_costs_match_the_model(sampled):
+    run, df = sampled
+    model, cfg = _model(run)
+    for col in ("top1_before", "top5_before", "top1_after", "top5_after"):
+        assert df[col].between(0, 100).all()
+    shape = (3, cfg.data.clip_len, cfg.data.crop_size, cfg.data.crop_size)
+    for _, row in df.iterrows():
+        s = Strategy.from_string(row["strategy"])
+        assert s.id == row["id"]
+        assert row["macs"] == count_macs(model, shape, s) and row["params"] == count_params(model, s)
+        assert (row["n_S"], row["n_ST"], row["n_S+ST"], row["n_none"]) == tuple(s.counts().values())
+        assert row["seconds"] > 0
+    assert df["views"].str.startswith("selection split, 1 clip x 1 crop per video, per-video top-1").all()
+
+
+def test_sample_json_records_settings_and_totals(sampled):
+    run, df = sampled
+    info = json.loads((run / "sample.json").read_text())
+    assert info["complete"] and info["rows"] == len(df) and info["settings"]["num"] == NUM
+    assert info["measurement"]["recalibrate"] and info["measurement"]["recal_videos"] > 0
+
+
+def test_before_scores_do_not_depend_on_earlier_recalibrations(sampled, trained, tmp_path):
+    # the template's BN statistics are put back before each strategy: scoring without any
+    # recalibration gives the same "before" numbers
+    run, df = sampled
+    plain = run_sample(fresh_copy(trained, tmp_path / "run"), num=NUM, recalibrate=False, progress=False)
+    assert plain["top1_after"].isna().all() and plain["top5_after"].isna().all()
+    merged = df.merge(plain, on="id", suffixes=("", "_plain"))
+    assert len(merged) == len(df)
+    assert (merged["top1_before"] == merged["top1_before_plain"]).all()
+    assert (merged["top5_before"] == merged["top5_before_plain"]).all()
+
+
+def test_interrupted_sampling_resumes_without_redoing_finished_strategies(sampled, trained, tmp_path):
+    _, reference = sampled
+    run = fresh_copy(trained, tmp_path / "run")
+    first = run_sample(run, num=NUM, limit=3, progress=False)
+    assert len(first) == 3 and not json.loads((run / "sample.json").read_text())["complete"]
+    with open(run / "strategies.csv", "a") as fh:  # a crash in the middle of a row
+        fh.write("S|S|ST|none|S|S,deadbeef00,sampled,50.0,10")
+    final = run_sample(run, num=NUM, progress=True)
+    assert final["id"].is_unique and set(final["id"]) == set(reference["id"])
+    pd.testing.assert_frame_equal(final.head(3), first)  # same rows, same seconds: not redone
+    assert "deadbeef00" not in set(final["id"])
+    assert (run / "strategies.csv").read_text().count("strategy,id,source") == 1
+    assert json.loads((run / "sample.json").read_text())["complete"]
+
+
+def test_a_second_run_with_the_same_seed_adds_nothing(sampled):
+    run, df = sampled
+    before = (run / "strategies.csv").read_bytes()
+    again = run_sample(run, num=NUM, progress=False)
+    assert (run / "strategies.csv").read_bytes() == before and len(again) == len(df)
+    assert json.loads((run / "sample.json").read_text())["new_rows"] == 0
+
+
+def test_resume_with_different_weights_is_refused(sampled, tmp_path):
+    run, _ = sampled
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    info = json.loads((copy / "sample.json").read_text())
+    info["measurement"]["weights_sha1"] = "0" * 40
+    (copy / "sample.json").write_text(json.dumps(info))
+    with pytest.raises(RuntimeError, match="weights_sha1"):
+        run_sample(copy, num=NUM, progress=False)
+
+
+def test_selection_split_that_differs_from_training_is_refused(trained, tmp_path):
+    run = fresh_copy(trained, tmp_path / "run")
+    splits = json.loads((run / "splits.json").read_text())
+    splits["selection"] = splits["selection"][1:]
+    (run / "splits.json").write_text(json.dumps(splits))
+    with pytest.raises(RuntimeError, match="selection split"):
+        run_sample(run, num=1, progress=False)
+
+
+def test_strategy_plan_puts_canonical_first_and_removes_duplicates(trained):
+    model, _ = _model(trained)
+    with torch.no_grad():
+        for g in model.gates():
+            g.logit.fill_(-20.0)  # p ~ 0: every draw is all S+ST, as is the most probable strategy
+    plan = strategy_plan(model, 5, seed=0)
+    assert [src for _, src in plan] == ["canonical_S", "canonical_ST", "canonical_S+ST"]
+    assert plan[2][0] == model.most_probable_strategy() == Strategy.uniform("S+ST", model.num_slots)
+
+
+def test_reading_a_torn_csv_ignores_the_torn_line_without_changing_the_file(sampled, tmp_path):
+    run, df = sampled
+    path = tmp_path / "strategies.csv"
+    torn = (run / "strategies.csv").read_bytes() + b"S|S,abc,samp"
+    path.write_bytes(torn)
+    assert len(read_strategies(path)) == len(df) and path.read_bytes() == torn
+    assert len(read_strategies(path, repair=True)) == len(df)
+    assert path.read_bytes() == (run / "strategies.csv").read_bytes()
+
+
+def test_a_second_sampler_on_the_same_run_is_refused(sampled, tmp_path):
+    run, _ = sampled
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    holder = _RowWriter(copy / "strategies.csv")  # what a running sampler holds
+    try:
+        with pytest.raises(RuntimeError, match="another process"):
+            run_sample(copy, num=NUM, progress=False)
+    finally:
+        holder.close()
