@@ -259,10 +259,14 @@ def train(cfg: Config, resume: str | None = None, init: str | None = None, max_e
     logits = list(model.drop_logits())
     logit_ids = {id(p) for p in logits}
     weights = [p for p in model.parameters() if id(p) not in logit_ids]
-    optimizer = torch.optim.SGD([
+    groups = [
         {"params": weights, "lr": t_cfg.lr, "weight_decay": t_cfg.weight_decay, "name": "weights"},
         {"params": logits, "lr": t_cfg.logit_lr or t_cfg.lr, "weight_decay": 0.0, "name": "drop_logits"},
-    ], lr=t_cfg.lr, momentum=t_cfg.momentum)
+    ]
+    if t_cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=t_cfg.lr, momentum=t_cfg.momentum)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=t_cfg.lr, betas=(t_cfg.momentum, 0.999))
     base_lrs = [g["lr"] for g in optimizer.param_groups]
 
     train_ds = TrainClips(train_table, d_cfg, seed)

@@ -105,7 +105,7 @@ _ORBIT_DEG = (150.0, 240.0)
 _BG_CONTRAST = 0.05  # spread of the second background colour around the first
 _NOISE = (0.0, 0.015)  # per-pixel Gaussian noise sigma (0-1 scale), fresh in every frame
 _MIN_CONTRAST = 0.3  # least luminance difference between an object and the background
-_MOTION_OBJECTS = (1, 3)  # objects per motion video (each one follows the class's motion)
+_OBJECTS = (1, 3)  # objects per video, all of the class (same motion pattern / same shape)
 _PLACEMENT_TRIES = 20  # attempts at placing an object clear of the others (then it may overlap)
 _CLIPS_PER_GROUP = 4  # UCF101-like numbering: v_<Class>_g<GG>_c<CC>
 
@@ -349,18 +349,15 @@ def make_scene(kind: str, label: int, num_classes: int, frames: int, size: int, 
     if kind == "motion":
         _, _, family, param = MOTION_PAIRS[label // 2]
         shape_class, jitter = None, _JITTER_DEG
-        lo, hi = _MOTION_OBJECTS
     elif kind == "appearance":
         family, param, shape_class, jitter = "random", 0.0, APPEARANCE_CLASSES[label], 0.0
-        lo = hi = 1
     else:  # mixed: shape group x (down, up = the reversed down)
         family, param, shape_class, jitter = "translate", 90.0, APPEARANCE_CLASSES[label // 2], _MIXED_JITTER_DEG
-        lo = hi = 1
     if family == "scroll":
         d = _direction(param + m.uniform(-jitter, jitter))
         bg_off = _ramp(frames)[:, None] * m.uniform(*_TRAVEL) * size * d[None, :]
         family = "static"
-    n_objects = int(m.integers(lo, hi + 1))
+    n_objects = int(m.integers(_OBJECTS[0], _OBJECTS[1] + 1))
     objects, placed = [], []
     for _ in range(n_objects):
         # a few tries at a pose that keeps clear of the objects already placed
