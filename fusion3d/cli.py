@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["motion", "appearance", "mixed"], default="motion")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--classes", type=int, default=6)
-    p.add_argument("--videos-per-class", type=int, default=30)
+    p.add_argument("--videos-per-class", type=int, default=60)
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)

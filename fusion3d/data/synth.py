@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -616,7 +617,9 @@ def generate(out, kind: str = "motion", classes: int = 6, videos_per_class: int 
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        ctx = multiprocessing.get_context("spawn")
+        # fork on Linux: works from scripts without a __main__ guard; the children only run
+        # numpy and PyAV. Elsewhere spawn (the caller then needs the usual __main__ guard).
+        ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             for _ in pool.map(_job, jobs, chunksize=max(1, len(jobs) // (4 * workers))):
                 if bar is not None:
