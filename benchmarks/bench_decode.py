@@ -104,11 +104,13 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", default="cache/bench", help="folder for generated and downloaded videos")
     ap.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     ap.add_argument("--skip-real", action="store_true", help="only the synthetic videos")
+    ap.add_argument("--videos-per-class", type=int, default=10, help="synthetic videos per class (6 classes)")
     args = ap.parse_args(argv)
     cache = Path(args.cache)
     from fusion3d.data.synth import generate
 
-    root = generate(cache / "synth_motion", kind="motion", classes=6, videos_per_class=10, frames=48, size=128, seed=0)
+    root = generate(cache / "synth_motion", kind="motion", classes=6, videos_per_class=args.videos_per_class,
+                    frames=48, size=128, seed=0)
     synth = sorted(Path(root).rglob("*.mp4"))
     print("ratios: 'clip frames/s vs bound' < 1 means random access costs more per delivered frame than a "
           "sequential pass; 'clips/s x frames/video / bound' > 1 means a clip is cheaper than decoding its whole video")

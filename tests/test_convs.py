@@ -9,16 +9,6 @@ from torch import nn
 
 from fusion3d.models.convs import FactorConv3d, conv1x1x1, conv1xkxk, conv3x1x1, resolve_impl
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CI box has 2 cores shared with other jobs; 2 OpenMP threads on busy cores run ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # (cin, cout, kernel, stride, padding, (N, T, H, W), bias)
 CASES = [
     (3, 5, (3, 1, 1), 1, (1, 0, 0), (2, 5, 7, 6), False),  # temporal, 'same'

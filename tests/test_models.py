@@ -19,16 +19,6 @@ from fusion3d.models.spec import PRESETS, ModelConfig, resolve_arch
 from fusion3d.models.strategy import Strategy
 from fusion3d.models.template import DenseSlot, FusionTemplate, TransitionSlot, build_model, channel_pool
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CI box has 2 cores shared with other jobs; 2 OpenMP threads on busy cores run ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 CLIP = (3, 4, 32, 32)  # (C, T, H, W) small enough for fast tests
 
 

@@ -12,15 +12,6 @@ from fusion3d.models.spec import ModelConfig
 from fusion3d.models.template import build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CI box has 2 cores shared with other jobs; 2 OpenMP threads on busy cores run ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
