@@ -29,7 +29,7 @@ NOT_BUILT = ["retrain", "validate", "derive", "report"]
 def demo_overrides(root: Path, out_dir: Path, kind: str, settings: dict) -> list[str]:
     return [f"data.root={root}", f"data.annotations={root / 'ucfTrainTestlist'}",
             f"data.cache_dir={out_dir / 'cache'}", f"run.out={out_dir / kind}", "run.threads=1",
-            "model.name=tiny", f"train.warmup_epochs={settings['warmup_epochs']}", f"train.epochs={settings['epochs']}",
+            "model.name=tiny", "data.flip=off", f"train.warmup_epochs={settings['warmup_epochs']}", f"train.epochs={settings['epochs']}",
             "train.progress=false"]
 
 

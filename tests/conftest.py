@@ -28,7 +28,7 @@ def tiny_overrides(root, tmp_path, **extra) -> list[str]:
     """Config overrides for a fast run of the tiny preset on a dataset in the UCF101 layout."""
     base = {
         "data.root": root, "data.annotations": root / "ucfTrainTestlist", "data.cache_dir": tmp_path / "cache",
-        "data.short_side": 48, "data.short_side_max": 52, "data.crop_size": 40, "data.clip_len": 4,
+        "data.short_side": 48, "data.short_side_max": 52, "data.crop_size": 40, "data.clip_len": 4, "data.flip": "off",
         "run.out": tmp_path / "run", "run.threads": 1, "model.name": "tiny", "train.batch_size": 4,
         "train.warmup_epochs": 1, "train.epochs": 2, "train.eval_samples": 2, "train.log_every": 1,
         "train.progress": False,

@@ -179,3 +179,15 @@ def test_selection_split_is_stratified_disjoint_and_deterministic(synth_root, tm
     again = carve_selection(full, 0.34, seed=0)[1]
     assert [r.path for r in again.records] == [r.path for r in sel.records]
     assert [r.path for r in carve_selection(full, 0.34, seed=1)[1].records] != [r.path for r in sel.records]
+
+
+def test_flip_swap_without_pairs_derives_them_from_class_names(tmp_path):
+    from fusion3d.data.dataset import VideoTable
+    from fusion3d.data.formats import VideoRecord
+
+    classes = ["Pushing something from left to right", "Pushing something from right to left", "Other"]
+    table = VideoTable([VideoRecord("x", 0, "x")], [16], classes, flip_pairs=[(0, 1)])
+    cfg = load_config(None, ["data.flip=swap"]).data
+    assert TrainClips(table, cfg, seed=0).swap_pairs == [(0, 1)]
+    cfg = load_config(None, ["data.flip=swap", "data.flip_swap=[[1, 2]]"]).data
+    assert TrainClips(table, cfg, seed=0).swap_pairs == [(1, 2)]

@@ -47,6 +47,7 @@ class VideoTable:
     excluded: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     missing: list[str] = field(default_factory=list)  # in the annotations, absent on disk
     source: str = ""
+    flip_pairs: list[tuple[int, int]] = field(default_factory=list)  # classes that become each other when mirrored
 
     def __len__(self) -> int:
         return len(self.records)
@@ -59,7 +60,7 @@ class VideoTable:
         """A table with only the given record positions (order kept as given)."""
         pos = list(positions)
         return VideoTable([self.records[i] for i in pos], [self.num_frames[i] for i in pos], self.classes,
-                          [], [], self.source)
+                          [], [], self.source, self.flip_pairs)
 
 
 def index_path(cfg: DataConfig) -> Path:
@@ -93,7 +94,8 @@ def load_table(cfg: DataConfig, subset: str, progress: bool = False) -> VideoTab
         reasons = "; ".join(f"{p}: {r}" for p, r in excluded[:3]) or "no entries"
         raise DataError(f"no usable video in {source}: {len(parsed.missing)} missing, {len(excluded)} unreadable "
                         f"or too short ({reasons})")
-    return VideoTable(records, frames, parsed.classes, excluded, list(parsed.missing), source)
+    return VideoTable(records, frames, parsed.classes, excluded, list(parsed.missing), source,
+                      parsed.flip_swap_pairs())
 
 
 def carve_selection(table: VideoTable, fraction: float, seed: int) -> tuple[VideoTable, VideoTable]:
@@ -142,6 +144,7 @@ class TrainClips(Dataset):
     def __init__(self, table: VideoTable, cfg: DataConfig, seed: int, max_retries: int = 20):
         self.table, self.cfg, self.seed, self.max_retries = table, cfg, seed, max_retries
         self.epoch = 0
+        self.swap_pairs = [tuple(p) for p in cfg.flip_swap] or list(table.flip_pairs)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -169,7 +172,7 @@ class TrainClips(Dataset):
         x, flipped = train_geometry(frames, cfg.short_side, cfg.short_side_max, cfg.crop_size, cfg.flip, rng)
         label = rec.label
         if flipped and cfg.flip == "swap":
-            label = swap_label(label, cfg.flip_swap)
+            label = swap_label(label, self.swap_pairs)
         clip = normalize(to_float_cthw(x), cfg.mean, cfg.std)
         return {"clip": clip, "label": label, "index": j, "failed": "\n".join(failed)}
 
