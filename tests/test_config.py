@@ -56,7 +56,7 @@ def test_yaml_booleans_map_onto_on_off_choices():
 
 def test_cross_key_check_names_both_keys():
     with pytest.raises(ConfigError, match="data.crop_size.*data.short_side"):
-        load_config(None, ["data.crop_size=100", "data.short_side=64"])
+        load_config(None, ["data.crop_size=100", "data.short_side=64", "data.short_side_max=64"])
 
 
 def test_override_without_equals_is_rejected():

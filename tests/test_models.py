@@ -340,3 +340,21 @@ def test_tiny_template_learns_from_scratch():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_all_s_cpu_presets_are_blind_to_temporal_order_and_all_st_is_not():
+    """The CPU presets' stem is per-frame, so with every slot at S the network is exactly invariant to
+    reversing time (the reversal-twin ceiling of the motion data holds), while ST units see order."""
+    from fusion3d.models import Strategy, build_model
+    from fusion3d.models.spec import ModelConfig
+
+    torch.manual_seed(0)
+    for preset in ("tiny", "small"):
+        model = build_model(ModelConfig(name=preset), 4).eval()
+        x = torch.randn(2, 3, 8, 32, 32)
+        model.apply_strategy(Strategy.uniform("S", model.num_slots))
+        with torch.no_grad():
+            assert torch.allclose(model(x), model(x.flip(2)), atol=1e-5)
+        model.apply_strategy(Strategy.uniform("ST", model.num_slots))
+        with torch.no_grad():
+            assert not torch.allclose(model(x), model(x.flip(2)), atol=1e-3)

@@ -44,9 +44,9 @@ class Arch:
 # parameters with 174 classes). The small presets keep the same structure (dense blocks, 1x1x1 / 3x1x1
 # paths, 1x3x3 shared conv, transitions as slots) at CPU scale for 8x56x56 clips.
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(growth=12, bottleneck_factor=4, blocks=[2, 3], stem_channels=24, stem_kernel=[3, 5, 5],
+    "tiny": dict(growth=12, bottleneck_factor=4, blocks=[2, 3], stem_channels=24, stem_kernel=[1, 5, 5],
                  stem_stride=2, stem_pool=True, dropout=0.0),
-    "small": dict(growth=16, bottleneck_factor=4, blocks=[3, 6, 4], stem_channels=32, stem_kernel=[3, 5, 5],
+    "small": dict(growth=16, bottleneck_factor=4, blocks=[3, 6, 4], stem_channels=32, stem_kernel=[1, 5, 5],
                   stem_stride=2, stem_pool=True, dropout=0.2),
     "densenet121_3d": dict(growth=32, bottleneck_factor=4, blocks=[6, 12, 24, 16], stem_channels=64,
                            stem_kernel=[5, 7, 7], stem_stride=2, stem_pool=True, dropout=0.5),
