@@ -358,3 +358,12 @@ def test_all_s_cpu_presets_are_blind_to_temporal_order_and_all_st_is_not():
         model.apply_strategy(Strategy.uniform("ST", model.num_slots))
         with torch.no_grad():
             assert not torch.allclose(model(x), model(x.flip(2)), atol=1e-3)
+
+
+def test_pool_output_shape_matches_torch_with_ceil_mode():
+    from fusion3d.models.flops import _pool_shape as pool_output_shape
+
+    for n, k, s, p in [(7, 3, 2, 0), (8, 3, 2, 1), (5, 2, 2, 0), (9, 3, 3, 1)]:
+        pool = torch.nn.MaxPool3d(k, s, p, ceil_mode=True)
+        want = tuple(pool(torch.zeros(1, 2, n, n, n)).shape[1:])
+        assert pool_output_shape(pool, (2, n, n, n)) == want, (n, k, s, p)

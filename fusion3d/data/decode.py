@@ -195,13 +195,18 @@ def _read_folder(folder: str, wanted: list[int], num_frames: int | None) -> dict
 # --------------------------------------------------------------------------------------------
 
 
-def _check_file(path: str) -> None:
+def _stat(path: str) -> os.stat_result:
+    """``os.stat`` with failures reported as VideoDecodeError naming the file."""
     try:
-        st = os.stat(path)
+        return os.stat(path)
     except FileNotFoundError:
         raise VideoDecodeError(path, "file does not exist") from None
     except OSError as e:
         raise VideoDecodeError(path, f"cannot stat file ({e.strerror or e})") from None
+
+
+def _check_file(path: str) -> None:
+    st = _stat(path)
     if st.st_size == 0:
         raise VideoDecodeError(path, "empty file (0 bytes)")
 
@@ -721,12 +726,7 @@ class VideoIndex:
 
     @staticmethod
     def _stamp(path: str) -> tuple[int, int]:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            raise VideoDecodeError(path, "file does not exist") from None
-        except OSError as e:
-            raise VideoDecodeError(path, f"cannot stat file ({e.strerror or e})") from None
+        st = _stat(path)
         return int(st.st_size), int(st.st_mtime_ns)
 
     @staticmethod

@@ -63,8 +63,12 @@ def _pool_shape(pool: nn.Module, shape: Shape) -> Shape:
 
     c, *sizes = shape
     k, s, p = t3(pool.kernel_size), t3(pool.stride), t3(pool.padding)
-    if getattr(pool, "ceil_mode", False):
-        raise NotImplementedError("ceil_mode pooling")
+    if getattr(pool, "ceil_mode", False):  # torch: round up, but the last window must start inside the input
+        out = []
+        for a, kk, ss, pp in zip(sizes, k, s, p):
+            o = -(-(a + 2 * pp - kk) // ss) + 1
+            out.append(o - 1 if (o - 1) * ss >= a + pp else o)
+        return (c, *out)  # type: ignore[return-value]
     return (c, *(_out_size(a, kk, ss, pp) for a, kk, ss, pp in zip(sizes, k, s, p)))  # type: ignore[return-value]
 
 
