@@ -98,6 +98,16 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_retrain(args) -> int:
+    from fusion3d.retrain import run_retrain
+
+    t0 = time.time()
+    row = run_retrain(args.run, args.strategy, args.overrides)
+    print(f"{row['label']} ({row['strategy']}): top-1 {row['top1']:.1f}% on {row['measured_on']} "
+          f"in {time.time() - t0:.1f}s -> {Path(args.run) / 'retrain.csv'}")
+    return 0
+
+
 def cmd_config(args) -> int:
     import yaml
 
@@ -165,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=10)
     p.set_defaults(func=cmd_analyze)
 
+    p = sub.add_parser("retrain", help="train one strategy alone with the run's recipe (the Table-2 analog)")
+    p.add_argument("run", help="run directory written by `fusion3d train`")
+    p.add_argument("--strategy", required=True, help="S, ST, S+ST, opt, top:K or a strategy JSON file")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="config overrides for the retrain")
+    p.set_defaults(func=cmd_retrain)
+
     p = sub.add_parser("config", help="print the resolved config, or the schema with --schema")
     _add_config_args(p)
     p.add_argument("--schema", action="store_true", help="list every key with default and description")
@@ -179,7 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may also follow options (e.g. retrain RUN --strategy S train.epochs=2)
+        if not hasattr(args, "overrides") or not all("=" in e and not e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides) + extra
     try:
         return int(args.func(args) or 0)
     except ConfigError as e:

@@ -38,6 +38,7 @@ from fusion3d.data.dataset import TrainClips, load_splits, load_table, make_load
 from fusion3d.evaluate import posterior_predictive, predict, video_scores
 from fusion3d.models import build_model
 from fusion3d.models.regularizer import template_regularizer
+from fusion3d.models.strategy import resolve_strategy
 from fusion3d.utils import atomic_write_bytes, resolve_device, seed_everything
 
 CHECKPOINT = "checkpoint.pt"
@@ -248,6 +249,7 @@ def train(cfg: Config, resume: str | None = None, init: str | None = None, max_e
         missing, unexpected = model.load_state_dict(init_state["model"], strict=False)
         if is_main:
             print(f"initialised weights from {init} (missing {len(missing)}, unexpected {len(unexpected)} keys)")
+    fixed = resolve_strategy(cfg.model.strategy, model.num_slots) if cfg.model.strategy else None
     if world > 1 and t_cfg.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net = model
@@ -290,11 +292,13 @@ def train(cfg: Config, resume: str | None = None, init: str | None = None, max_e
 
     start_epoch, step = 0, 0
     failed_seen: set[str] = set()
+    last_val: dict = {}
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step = state["epoch"], state["step"]
         failed_seen = set(state.get("failed_videos", []))
+        last_val = dict(state.get("last_val", {}))
         set_rng_state(state["rng"])
         if is_main:
             print(f"resumed from {ckpt_path} at epoch {start_epoch}, step {step}")
@@ -312,11 +316,14 @@ def train(cfg: Config, resume: str | None = None, init: str | None = None, max_e
 
     end_epoch = total_epochs if max_epochs is None else min(total_epochs, max_epochs)
     show_bar = is_main and t_cfg.progress and sys.stderr.isatty()
-    last_val: dict = {}
     for epoch in range(start_epoch, end_epoch):
-        phase, e_in_phase, _ = phase_of(epoch, t_cfg.warmup_epochs)
-        phase_epochs = t_cfg.warmup_epochs if phase == "warmup" else t_cfg.epochs
-        model.set_gate_mode("off" if phase == "warmup" else "relaxed")
+        if fixed is not None:  # one strategy trained alone: hard gates throughout, one schedule, no regulariser
+            phase, e_in_phase, phase_epochs = "fixed", epoch, total_epochs
+            model.apply_strategy(fixed)
+        else:
+            phase, e_in_phase, _ = phase_of(epoch, t_cfg.warmup_epochs)
+            phase_epochs = t_cfg.warmup_epochs if phase == "warmup" else t_cfg.epochs
+            model.set_gate_mode("off" if phase == "warmup" else "relaxed")
         train_ds.set_epoch(epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -352,8 +359,8 @@ def train(cfg: Config, resume: str | None = None, init: str | None = None, max_e
             loss = ce + reg
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if phase == "warmup":
-                for p in logits:  # gates are off: the logits must not move (momentum would carry stale grads)
+            if phase != "vdroppath":
+                for p in logits:  # gates off or fixed: the logits must not move (momentum would carry stale grads)
                     p.grad = None
             if t_cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(weights, t_cfg.grad_clip)
@@ -407,11 +414,12 @@ def train(cfg: Config, resume: str | None = None, init: str | None = None, max_e
                 "scheduler": {"kind": t_cfg.schedule, "base_lrs": base_lrs, "factor": factor},
                 "epoch": epoch + 1, "step": step, "rng": rng_state(), "config": to_dict(cfg),
                 "failed_videos": sorted(failed_seen), "num_classes": num_classes, "classes": list(train_table.classes),
+                "last_val": last_val,
             })
         if world > 1:
             dist.barrier()
 
-    if is_main and t_cfg.epochs > 0 and end_epoch > t_cfg.warmup_epochs:
+    if is_main and fixed is None and t_cfg.epochs > 0 and end_epoch > t_cfg.warmup_epochs:
         print(drop_table(model.slot_names, model.drop_probs()))
     summary = {"epochs_done": end_epoch, "total_epochs": total_epochs, "steps": step, "weights_sha1": weights_digest(model),
                "drop_probs": model.drop_probs().detach().cpu().tolist(), "slot_names": list(model.slot_names),
@@ -429,10 +437,11 @@ def train(cfg: Config, resume: str | None = None, init: str | None = None, max_e
 
 def _validate(model, loader, device, phase: str, num_strategies: int, seed: int, epoch: int) -> dict:
     """Warm-up: the full template (all paths on). v-DropPath: the posterior predictive over K strategies."""
-    if phase == "warmup":
+    if phase in ("warmup", "fixed"):
         probs, labels, videos = predict(model, loader, device)
         s = video_scores(probs, labels, videos)
-        return {"val_top1": s.top1, "val_top5": s.top5, "val_measure": "template, every path on"}
+        what = "template, every path on" if phase == "warmup" else f"strategy {model.current_strategy()} trained alone"
+        return {"val_top1": s.top1, "val_top5": s.top5, "val_measure": what}
     g = torch.Generator().manual_seed(seed * 7919 + epoch)
     s, single = posterior_predictive(model, loader, device, num_strategies, g)
     return {"val_top1": s.top1, "val_top5": s.top5, "val_single_mean": float(single.mean()),

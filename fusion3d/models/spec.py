@@ -70,6 +70,8 @@ class ModelConfig:
     drop_init: float = _f(0.1, "initial drop probability p of every S and T path (logit = log(p/(1-p)))")
     temperature: float = _f(0.2, "relaxed-Bernoulli temperature tau of the v-DropPath gates (fixed)")
     conv_impl: Literal["auto", "conv3d", "conv2d"] = _f("auto", "how 3x1x1 / 1xkxk / 1x1x1 convs run: conv3d, conv2d (frames folded), auto")
+    strategy: str = _f("", "train one fixed strategy alone: S, ST or S+ST (every slot), a unit string "
+                           "'S|ST|...', or a strategy JSON file; empty: the template with v-DropPath")
 
 
 def check_model_config(cfg: ModelConfig) -> None:

@@ -143,3 +143,20 @@ class Strategy:
     @classmethod
     def load(cls, path: str | Path) -> Strategy:
         return cls.from_json(Path(path).read_text())
+
+
+def resolve_strategy(spec: str, num_slots: int) -> Strategy:
+    """A strategy from a config value: a unit name (uniform), a unit string, or a JSON file path."""
+    from pathlib import Path as _Path
+
+    if spec in UNITS:
+        strategy = Strategy.uniform(spec, num_slots)
+    elif spec.endswith(".json") or _Path(spec).is_file():
+        if not _Path(spec).is_file():
+            raise FileNotFoundError(f"strategy file {spec} does not exist")
+        strategy = Strategy.load(spec)
+    else:
+        strategy = Strategy.from_string(spec)
+    if len(strategy) != num_slots:
+        raise ValueError(f"strategy {spec!r} has {len(strategy)} units, the model has {num_slots} slots")
+    return strategy
