@@ -10,6 +10,7 @@ analog (S / ST / S+ST / Opt).
 
 from __future__ import annotations
 
+import fcntl
 import json
 from pathlib import Path
 
@@ -71,7 +72,9 @@ def run_retrain(run_dir: str | Path, spec: str, overrides: list[str] = ()) -> di
         "complete": summary["complete"],
     }
     path = run_dir / RETRAIN_CSV
-    table = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=list(row))
-    table = pd.concat([table[table["label"] != label], pd.DataFrame([row])], ignore_index=True)
-    atomic_write_text(path, table.to_csv(index=False))
+    with open(run_dir / f".{RETRAIN_CSV}.lock", "w") as lock:  # retrains of one run may finish together
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        table = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=list(row))
+        table = pd.concat([table[table["label"] != label], pd.DataFrame([row])], ignore_index=True)
+        atomic_write_text(path, table.to_csv(index=False))
     return row
