@@ -8,36 +8,21 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from videos import (
+    make_garbage,
+    make_truncated,
+    make_zero_length,
+    numbered_frames,
+    read_number,
+    read_numbers,
+    write_bframes_video,
+    write_numbered_frame_folder,
+    write_numbered_video,
+    write_vfr_video,
+)
 
 from fusion3d.data import decode as D
 from fusion3d.data.decode import VideoDecodeError, VideoIndex, VideoInfo, decode_all, probe, read_frames
-
-try:
-    from videos import (
-        make_garbage,
-        make_truncated,
-        make_zero_length,
-        numbered_frames,
-        read_number,
-        read_numbers,
-        write_bframes_video,
-        write_numbered_frame_folder,
-        write_numbered_video,
-        write_vfr_video,
-    )
-except ImportError:  # tests/ imported as a package
-    from tests.videos import (
-        make_garbage,
-        make_truncated,
-        make_zero_length,
-        numbered_frames,
-        read_number,
-        read_numbers,
-        write_bframes_video,
-        write_numbered_frame_folder,
-        write_numbered_video,
-        write_vfr_video,
-    )
 
 N = 60  # frames per test video
 N_FOLDER = 20
@@ -296,7 +281,6 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 def test_no_leaked_file_descriptors(videos, tmp_path):
     garbage = str(make_garbage(tmp_path / "g.webm"))
     paths = [videos["mp4"], videos["avi"], videos["webm"], videos["folder"]]

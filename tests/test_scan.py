@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from videos import (
+    make_garbage,
+    make_truncated,
+    make_zero_length,
+    write_numbered_frame_folder,
+    write_numbered_video,
+)
 
 from fusion3d.data.scan import STATUSES, _cut_short, scan_video, scan_videos, summarize
-
-try:
-    from videos import (
-        make_garbage,
-        make_truncated,
-        make_zero_length,
-        write_numbered_frame_folder,
-        write_numbered_video,
-    )
-except ImportError:  # tests/ imported as a package
-    from tests.videos import (
-        make_garbage,
-        make_truncated,
-        make_zero_length,
-        write_numbered_frame_folder,
-        write_numbered_video,
-    )
 
 N = 60
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from fusion3d.models.convs import FactorConv3d
-from fusion3d.models.strategy import Strategy
+from fusion3d.models.strategy import Strategy, as_strategy
 from fusion3d.models.template import DenseBlock, DenseSlot, FusionTemplate, TransitionSlot
 
 Shape = tuple[int, int, int, int]  # (C, T, H, W)
@@ -30,13 +30,7 @@ Shape = tuple[int, int, int, int]  # (C, T, H, W)
 def _as_strategy(model: FusionTemplate, strategy: Strategy | str | Sequence[str] | None) -> Strategy:
     if strategy is None:
         return Strategy.uniform("S+ST", model.num_slots)
-    if isinstance(strategy, str):
-        strategy = Strategy.from_string(strategy)
-    elif not isinstance(strategy, Strategy):
-        strategy = Strategy(tuple(strategy))
-    if len(strategy) != model.num_slots:
-        raise ValueError(f"strategy has {len(strategy)} units, the template has {model.num_slots} slots")
-    return strategy
+    return as_strategy(strategy, model.num_slots)
 
 
 def _out_size(size: int, k: int, s: int, p: int) -> int:

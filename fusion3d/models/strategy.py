@@ -145,6 +145,17 @@ class Strategy:
         return cls.from_json(Path(path).read_text())
 
 
+def as_strategy(value: Strategy | str | Sequence[str], num_slots: int) -> Strategy:
+    """A Strategy from a Strategy, a unit string 'S|ST|...' or a sequence of units, checked against ``num_slots``."""
+    if isinstance(value, str):
+        value = Strategy.from_string(value)
+    elif not isinstance(value, Strategy):
+        value = Strategy(tuple(value))
+    if len(value) != num_slots:
+        raise ValueError(f"strategy has {len(value)} units, the template has {num_slots} slots")
+    return value
+
+
 def resolve_strategy(spec: str, num_slots: int) -> Strategy:
     """A strategy from a config value: a unit name (uniform), a unit string, or a JSON file path."""
     from pathlib import Path as _Path

@@ -47,7 +47,7 @@ from torch import nn
 from fusion3d.models.convs import FactorConv3d, conv1x1x1, conv1xkxk, conv3x1x1
 from fusion3d.models.gate import GATE_MODES, Gate
 from fusion3d.models.spec import Arch, ModelConfig, resolve_arch
-from fusion3d.models.strategy import Strategy, unit_from_keep
+from fusion3d.models.strategy import Strategy, as_strategy, unit_from_keep
 
 Multiplier = torch.Tensor | float | None
 
@@ -305,12 +305,7 @@ class FusionTemplate(nn.Module):
         if strategy is None:
             self.set_gate_mode(self._mode_before_hard)
             return
-        if isinstance(strategy, str):
-            strategy = Strategy.from_string(strategy)
-        elif not isinstance(strategy, Strategy):
-            strategy = Strategy(tuple(strategy))
-        if len(strategy) != self.num_slots:
-            raise ValueError(f"strategy has {len(strategy)} units, the template has {self.num_slots} slots")
+        strategy = as_strategy(strategy, self.num_slots)
         if self.gate_mode != "hard":
             self._mode_before_hard = self.gate_mode
         for slot, (ks, kt) in zip(self._slots, strategy.keep()):
