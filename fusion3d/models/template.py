@@ -45,11 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion3d.models.convs import FactorConv3d, conv1x1x1, conv1xkxk, conv3x1x1
-from fusion3d.models.gate import GATE_MODES, Gate
+from fusion3d.models.network import GatedSlot, SlotNetwork, _both_dropped, _scale
 from fusion3d.models.spec import Arch, ModelConfig, resolve_arch
-from fusion3d.models.strategy import Strategy, as_strategy, unit_from_keep
-
-Multiplier = torch.Tensor | float | None
 
 
 def _path(in_channels: int, out_channels: int, temporal: bool, impl: str) -> nn.Sequential:
@@ -57,75 +54,15 @@ def _path(in_channels: int, out_channels: int, temporal: bool, impl: str) -> nn.
     return nn.Sequential(OrderedDict(norm=nn.BatchNorm3d(in_channels), relu=nn.ReLU(inplace=True), conv=conv))
 
 
-def _scale(y: torch.Tensor, m: torch.Tensor | float) -> torch.Tensor:
-    if isinstance(m, torch.Tensor):
-        return y * m.to(y.dtype).view(-1, *([1] * (y.dim() - 1)))
-    return y
-
-
-def _drop_var(m: Multiplier) -> torch.Tensor | float:
-    """z = 1 - m, with None (dropped) -> 1.0 and 1.0 (kept) -> 0.0."""
-    if m is None:
-        return 1.0
-    if isinstance(m, torch.Tensor):
-        return 1.0 - m
-    return 0.0
-
-
-def _both_dropped(ms: Multiplier, mt: Multiplier) -> torch.Tensor | float:
-    """z_s * z_t: 1.0 when both paths are dropped, 0.0 when one is kept, a tensor when relaxed."""
-    zs, zt = _drop_var(ms), _drop_var(mt)
-    if (isinstance(zs, float) and zs == 0.0) or (isinstance(zt, float) and zt == 0.0):
-        return 0.0
-    return zs * zt
-
-
-class Slot(nn.Module):
-    """Base of the two slot kinds: two gated paths (``path_s``, ``path_t``) and their gates."""
-
-    kind = "slot"
+class Slot(GatedSlot):
+    """Base of the template's two slot kinds: pre-activation paths BN - ReLU - conv (1x1x1 / 3x1x1)."""
 
     def __init__(self, name: str, in_channels: int, path_channels: int, drop_init: float, temperature: float,
                  impl: str) -> None:
-        super().__init__()
-        self.name = name
+        super().__init__(name, _path(in_channels, path_channels, temporal=False, impl=impl),
+                         _path(in_channels, path_channels, temporal=True, impl=impl), drop_init, temperature)
         self.in_channels = in_channels
         self.path_channels = path_channels
-        self.path_s = _path(in_channels, path_channels, temporal=False, impl=impl)
-        self.path_t = _path(in_channels, path_channels, temporal=True, impl=impl)
-        self.gate_s = Gate(drop_init, temperature)
-        self.gate_t = Gate(drop_init, temperature)
-
-    @property
-    def unit(self) -> str:
-        """The fixed unit in "hard" mode; otherwise "S+ST" (both paths present)."""
-        if self.gate_s.mode == "hard" and self.gate_t.mode == "hard":
-            return unit_from_keep(self.gate_s.keep, self.gate_t.keep)
-        return "S+ST"
-
-    def computed_modules(self, keep_s: bool, keep_t: bool) -> list[nn.Module]:
-        """The modules whose parameters a sub-network with this unit uses."""
-        mods: list[nn.Module] = []
-        if keep_s:
-            mods.append(self.path_s)
-        if keep_t:
-            mods.append(self.path_t)
-        return mods
-
-    def _paths(self, x: torch.Tensor) -> tuple[torch.Tensor | None, Multiplier, Multiplier]:
-        ms = self.gate_s.draw(x.shape[0], x.device)
-        mt = self.gate_t.draw(x.shape[0], x.device)
-        h = None
-        if ms is not None:
-            h = _scale(self.path_s(x), ms)
-        if mt is not None:
-            t = _scale(self.path_t(x), mt)
-            h = t if h is None else h + t
-        return h, ms, mt
-
-    def extra_repr(self) -> str:
-        return (f"name={self.name}, unit={self.unit}, mode={self.gate_s.mode}, "
-                f"p_S={self.gate_s.drop_prob:.3f}, p_T={self.gate_t.drop_prob:.3f}")
 
 
 class DenseSlot(Slot):
@@ -199,7 +136,7 @@ class DenseBlock(nn.Module):
         return torch.cat(feats, 1)
 
 
-class FusionTemplate(nn.Module):
+class FusionTemplate(SlotNetwork):
     """The v-DropPath fusion template (see the module docstring).
 
     Gate modes are set on the whole template with ``set_gate_mode`` / ``apply_strategy``; the
@@ -247,9 +184,7 @@ class FusionTemplate(nn.Module):
         self.head = nn.Sequential(OrderedDict(
             norm=nn.BatchNorm3d(c), relu=nn.ReLU(inplace=True), pool=nn.AdaptiveAvgPool3d(1),
             flatten=nn.Flatten(1), dropout=nn.Dropout(arch.dropout), fc=nn.Linear(c, num_classes)))
-        self._slots: list[Slot] = slots  # a plain list: the modules are registered under features
-        self.gate_mode = "off"
-        self._mode_before_hard = "off"
+        self._init_slots(slots)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -268,90 +203,6 @@ class FusionTemplate(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, T, H, W) clips -> (N, num_classes) logits."""
         return self.head(self.features(self.stem(x)))
-
-    # ---- slots and gates -------------------------------------------------------------------
-    @property
-    def slots(self) -> list[Slot]:
-        return list(self._slots)
-
-    @property
-    def num_slots(self) -> int:
-        return len(self._slots)
-
-    @property
-    def slot_names(self) -> list[str]:
-        return [s.name for s in self._slots]
-
-    def gates(self) -> list[Gate]:
-        """All gates, ``[slot0.S, slot0.T, slot1.S, ...]``."""
-        return [g for s in self._slots for g in (s.gate_s, s.gate_t)]
-
-    def set_gate_mode(self, mode: str, generator: torch.Generator | None = None) -> None:
-        """Put every gate in ``mode`` ("off", "relaxed", "hard", "sample"). "hard" keeps each gate's
-        current keep decision (use ``apply_strategy`` to set them); any other mode resets the keep
-        decisions to "keep" (so ``current_strategy()`` is all S+ST). ``generator`` (optional) is the
-        torch.Generator the gates draw from (None keeps each gate's current one; default global RNG)."""
-        if mode not in GATE_MODES:
-            raise ValueError(f"gate mode must be one of {', '.join(GATE_MODES)}, got {mode!r}")
-        if mode == "hard" and self.gate_mode != "hard":
-            self._mode_before_hard = self.gate_mode
-        for g in self.gates():
-            g.set_mode(mode, keep=None if mode == "hard" else True, generator=generator)
-        self.gate_mode = mode
-
-    def apply_strategy(self, strategy: Strategy | str | Sequence[str] | None) -> None:
-        """Hard mode with one fixed unit per slot (dropped paths are not computed). ``None`` goes
-        back to the mode in force before the first ``apply_strategy`` (``"off"`` by default)."""
-        if strategy is None:
-            self.set_gate_mode(self._mode_before_hard)
-            return
-        strategy = as_strategy(strategy, self.num_slots)
-        if self.gate_mode != "hard":
-            self._mode_before_hard = self.gate_mode
-        for slot, (ks, kt) in zip(self._slots, strategy.keep()):
-            slot.gate_s.set_mode("hard", keep=ks)
-            slot.gate_t.set_mode("hard", keep=kt)
-        self.gate_mode = "hard"
-
-    def current_strategy(self) -> Strategy:
-        """The units in force: the fixed ones in hard mode, all S+ST otherwise."""
-        return Strategy(tuple(s.unit for s in self._slots))
-
-    def last_sampled_strategy(self) -> Strategy | None:
-        """The sub-network drawn by the latest forward call in "sample" mode (None before any)."""
-        keeps = [(s.gate_s.last_keep, s.gate_t.last_keep) for s in self._slots]
-        if any(k is None for pair in keeps for k in pair):
-            return None
-        return Strategy.from_keep(keeps)
-
-    def drop_logits(self) -> list[nn.Parameter]:
-        """The drop-logit parameters (for their own optimizer group, weight decay 0)."""
-        return [g.logit for g in self.gates()]
-
-    def network_parameters(self) -> list[nn.Parameter]:
-        """Every parameter that is not a drop logit."""
-        ids = {id(p) for p in self.drop_logits()}
-        return [p for p in self.parameters() if id(p) not in ids]
-
-    def drop_probs(self) -> torch.Tensor:
-        """(num_slots, 2) drop probabilities, columns [S, T], detached, on the CPU."""
-        logits = torch.stack([torch.stack([s.gate_s.logit, s.gate_t.logit]) for s in self._slots])
-        return torch.sigmoid(logits.detach().float()).cpu()
-
-    def gated_weights(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
-        """(drop logit, gated conv weight) for every path, ``[slot0.S, slot0.T, slot1.S, ...]``."""
-        return [(g.logit, path.conv.weight) for s in self._slots
-                for g, path in ((s.gate_s, s.path_s), (s.gate_t, s.path_t))]
-
-    def sample_strategy(self, generator: torch.Generator | None = None) -> Strategy:
-        """Keep each path independently with probability 1 - p (hard Bernoulli). Uniforms come from
-        ``generator`` (a CPU torch.Generator) or torch's global CPU RNG."""
-        u = torch.rand(self.num_slots, 2, generator=generator)
-        return Strategy.from_keep((u >= self.drop_probs()).tolist())
-
-    def most_probable_strategy(self) -> Strategy:
-        """Each path kept iff its keep_prob >= 0.5 (the mode of the independent Bernoullis)."""
-        return Strategy.from_keep((self.drop_probs() <= 0.5).tolist())
 
     def extra_repr(self) -> str:
         a = self.arch
