@@ -79,12 +79,22 @@ def cmd_sample(args) -> int:
     from fusion3d.sample import run_sample
 
     t0 = time.time()
+    from fusion3d.sample import shard_spec
+
+    i, n = shard_spec(args.shard)
     df = run_sample(args.run, num=args.num, seed=args.seed, recalibrate=not args.no_recalibrate,
-                    recal_clips=args.recal_clips, batch_size=args.batch_size, device=args.device)
+                    recal_clips=args.recal_clips, batch_size=args.batch_size, device=args.device,
+                    progress=sys.stderr.isatty(), shard=(i, n))
+    merged = not (Path(args.run) / f"strategies.shard{i}of{n}.csv").exists()
+    if n > 1 and not merged:
+        print(f"shard {i}/{n}: {len(df)} strategies scored in {time.time() - t0:.1f}s; the last shard to finish "
+              f"merges them into {Path(args.run) / 'strategies.csv'}")
+        return 0
     col = "top1_after" if not args.no_recalibrate else "top1_before"
-    best = df.sort_values(col, ascending=False).iloc[0]
-    print(f"scored {len(df)} strategies in {time.time() - t0:.1f}s -> {Path(args.run) / 'strategies.csv'}; "
-          f"best {col} {best[col]:.1f}% ({best['strategy']})")
+    if len(df):
+        best = df.sort_values(col, ascending=False).iloc[0]
+        print(f"scored {len(df)} strategies in {time.time() - t0:.1f}s -> {Path(args.run) / 'strategies.csv'}; "
+              f"best {col} {best[col]:.1f}% ({best['strategy']})")
     return 0
 
 
@@ -162,12 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="draw strategies from a trained template and score them without retraining")
     p.add_argument("run", help="run directory written by `fusion3d train`")
-    p.add_argument("--num", type=int, default=100, help="strategies to draw (canonical ones are added)")
+    p.add_argument("--num", "-n", type=int, default=100,
+                   help="strategies to draw (canonical ones are added); under torchrun write -n (torchrun takes --num for its own --numa-binding)")
     p.add_argument("--seed", type=int, default=None, help="seed of the draws (default: the run's seed)")
     p.add_argument("--no-recalibrate", action="store_true", help="skip BatchNorm recalibration per strategy")
     p.add_argument("--recal-clips", type=int, default=None, help="training clips used for BN recalibration")
     p.add_argument("--batch-size", type=int, default=None, help="evaluation batch size")
     p.add_argument("--device", default=None, help="torch device (default: the run's)")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="score only every N-th strategy from the I-th (default under torchrun: RANK/WORLD_SIZE); "
+                        "the last shard to finish merges all into strategies.csv")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("analyze", help="marginals, Figure-4 plot, accuracy vs FLOPs, top strategies, Opt")

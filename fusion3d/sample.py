@@ -15,7 +15,16 @@ For one run directory (written by ``fusion3d train``):
    statistics are put back before each strategy, so recalibrations never compound;
 5. append one row per strategy to ``strategies.csv`` as soon as it is scored (flushed and fsynced).
 
-Resuming: strategies whose id is already in ``strategies.csv`` are skipped, and the draws are the
+Sharding: with ``shard=(i, n)`` (or under ``torchrun``, where ``RANK`` / ``WORLD_SIZE`` give it), a
+process scores every n-th strategy of the plan, starting at the i-th, into
+``strategies.shard<i>of<n>.csv``, then marks the shard done (``strategies.shard<i>of<n>.done``). The
+process that finds every shard of the plan done merges them, under a lock, into ``strategies.csv``
+(in plan order, atomically) and removes the shard files, so there is no process group and no
+barrier: shards may run on different machines that share the run directory, at different times, and
+an unsharded ``fusion3d sample`` also merges what shards left behind. Only shard 0 writes
+``sample.json``'s settings; the merging process writes the totals.
+
+Resuming: strategies whose id is already in ``strategies.csv`` (or in this shard's file) are skipped, and the draws are the
 same for the same seed, so an interrupted run continues where it stopped. A torn last line (a
 crash in the middle of a write) is dropped. ``sample.json`` records the measurement settings at the
 start (a resume with different weights or settings is refused, so rows measured differently never
@@ -106,6 +115,68 @@ def read_strategies(path: str | Path, repair: bool = False) -> pd.DataFrame:
     return pd.read_csv(io.BytesIO(data), dtype={"id": str, "strategy": str})
 
 
+def shard_spec(shard: str | tuple[int, int] | None = None) -> tuple[int, int]:
+    """(index, count) of this sampling process: ``"I/N"`` or ``(I, N)``; None takes ``RANK`` /
+    ``WORLD_SIZE`` from the environment (torchrun), else ``(0, 1)``, no sharding."""
+    if shard is None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        return 0, 1
+    if isinstance(shard, str):
+        try:
+            i, n = (int(v) for v in shard.split("/"))
+        except ValueError:
+            raise ValueError(f"shard {shard!r}: expected I/N, e.g. 0/4") from None
+    else:
+        i, n = (int(v) for v in shard)
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"shard {i}/{n}: need N >= 1 and 0 <= I < N")
+    return i, n
+
+
+def shard_paths(run_dir: Path, i: int, n: int) -> tuple[Path, Path]:
+    """(rows, done marker) of shard ``i`` of ``n``."""
+    return run_dir / f"strategies.shard{i}of{n}.csv", run_dir / f"strategies.shard{i}of{n}.done"
+
+
+def merge_shards(run_dir: str | Path, order: list[str] | None = None) -> bool:
+    """Merge finished shard files into ``strategies.csv``. Only complete sets are merged: shards
+    ``0..n-1`` of one ``n``, each with its done marker. Rows keep their first occurrence per id (the
+    existing ``strategies.csv`` first) and are sorted by ``order`` (strategy ids, e.g. the plan) when
+    given. Returns True when something was merged. Safe to call from several processes at once."""
+    import fcntl
+
+    run_dir = Path(run_dir)
+    merged = False
+    with open(run_dir / ".strategies.merge.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        counts = sorted({int(p.name.split("of")[1].split(".")[0]) for p in run_dir.glob("strategies.shard*of*.done")})
+        for n in counts:
+            parts = [shard_paths(run_dir, i, n) for i in range(n)]
+            if not all(done.is_file() for _, done in parts):
+                continue
+            main = run_dir / STRATEGIES_CSV
+            frames = [read_strategies(main)] + [read_strategies(rows) for rows, _ in parts]
+            df = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) \
+                else frames[0]
+            df = df.drop_duplicates("id", keep="first")
+            if order is not None:
+                rank = {sid: k for k, sid in enumerate(order)}
+                keys = [rank.get(sid, len(rank)) for sid in df["id"]]
+                df = df.assign(_k=keys).sort_values("_k", kind="stable").drop(columns="_k")
+            buf = io.StringIO()
+            writer = csv.writer(buf, lineterminator="\n")
+            writer.writerow(COLUMNS)
+            for row in df.to_dict("records"):  # native Python values, so floats keep their repr
+                writer.writerow([_fmt(row[c]) for c in COLUMNS])
+            atomic_write_text(main, buf.getvalue())
+            for rows, done in parts:
+                rows.unlink(missing_ok=True)
+                done.unlink(missing_ok=True)
+            merged = True
+    return merged
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return "" if math.isnan(v) else repr(v)
@@ -186,7 +257,8 @@ def load_run(run_dir: str | Path):
 
 def run_sample(run_dir: str | Path, num: int = 100, seed: int | None = None, recalibrate: bool = True,
                recal_clips: int | None = None, batch_size: int | None = None, device: str | None = None,
-               progress: bool = True, limit: int | None = None) -> pd.DataFrame:
+               progress: bool = True, limit: int | None = None,
+               shard: str | tuple[int, int] | None = None) -> pd.DataFrame:
     """Score ``num`` sampled strategies plus the canonical ones; returns every row of ``strategies.csv``.
 
     ``seed``: seed of the strategy draws (default: the run seed). ``recalibrate``: also score after
@@ -195,7 +267,9 @@ def run_sample(run_dir: str | Path, num: int = 100, seed: int | None = None, rec
     ``batch_size``: evaluation batch size (default ``max(2 * train.batch_size, 16)``); recalibration
     batches use ``train.batch_size``, the batch size the template's statistics were trained at.
     ``device``: torch device (default: the run's ``run.device``). ``limit``: stop after scoring this
-    many new strategies (the run can be resumed; for staged runs and tests).
+    many new strategies (the run can be resumed; for staged runs and tests). ``shard``: ``"I/N"``
+    to score only this process's share (see the module docstring); default from torchrun's
+    environment. A shard that does not merge returns its own rows.
     """
     if num < 0:
         raise ValueError(f"num must be >= 0, got {num}")
@@ -204,7 +278,10 @@ def run_sample(run_dir: str | Path, num: int = 100, seed: int | None = None, rec
     state, cfg, model = load_run(run_dir)
     if cfg.run.threads > 0:
         torch.set_num_threads(cfg.run.threads)
+    shard_i, shard_n = shard_spec(shard)
     dev = resolve_device(device or cfg.run.device)
+    if dev.type == "cuda" and shard_n > 1 and "LOCAL_RANK" in os.environ:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     model.to(dev).eval()
     run_seed = cfg.run.seed
     draw_seed = run_seed if seed is None else int(seed)
@@ -246,10 +323,17 @@ def run_sample(run_dir: str | Path, num: int = 100, seed: int | None = None, rec
                    "recal_videos": recal_videos, "recal_batch_size": cfg.train.batch_size if recalibrate else 0,
                    "selection_videos": n_videos, "views": views, "input_shape": list(input_shape)}
 
-    csv_path, json_path = run_dir / STRATEGIES_CSV, run_dir / SAMPLE_JSON
+    main_csv, json_path = run_dir / STRATEGIES_CSV, run_dir / SAMPLE_JSON
     plan = strategy_plan(model, num, draw_seed)
+    order = [s.id for s, _ in plan]
+    if shard_n == 1:
+        merge_shards(run_dir, order)  # what earlier sharded runs left behind
+        csv_path, done_path = main_csv, None
+    else:
+        csv_path, done_path = shard_paths(run_dir, shard_i, shard_n)
+        done_path.unlink(missing_ok=True)
     settings = {"num": int(num), "seed": draw_seed, "recalibrate": bool(recalibrate), "recal_clips": recal_clips,
-                "eval_batch_size": eval_bs, "device": str(dev), "limit": limit}
+                "eval_batch_size": eval_bs, "device": str(dev), "limit": limit, "shards": shard_n}
     info = {"complete": False, "settings": settings, "measurement": measurement,
             "checkpoint_epoch": state.get("epoch"), "planned": len(plan)}
     template_bn = bn_state(model)
@@ -258,6 +342,8 @@ def run_sample(run_dir: str | Path, num: int = 100, seed: int | None = None, rec
     new_rows, seconds = 0, []
     try:
         existing = read_strategies(csv_path, repair=True)
+        if csv_path != main_csv:
+            existing = pd.concat([read_strategies(main_csv), existing], ignore_index=True)
         if len(existing) and json_path.is_file():
             previous = json.loads(json_path.read_text()).get("measurement", {})
             diff = [k for k in MEASUREMENT_KEYS if k in previous and previous[k] != measurement[k]]
@@ -265,13 +351,16 @@ def run_sample(run_dir: str | Path, num: int = 100, seed: int | None = None, rec
                 raise RuntimeError(f"{csv_path} was measured with a different {', '.join(diff)} (other weights or "
                                    "settings); move it away to sample again")
         done = set(existing["id"].astype(str))
-        todo = [(s, src) for s, src in plan if s.id not in done]
-        atomic_write_text(json_path, json.dumps(info, indent=1) + "\n")
+        mine = plan[shard_i::shard_n]
+        todo = [(s, src) for s, src in mine if s.id not in done]
+        if shard_i == 0:
+            atomic_write_text(json_path, json.dumps(info, indent=1) + "\n")
         writer.ensure_header()
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="scoring strategies", unit="strategy",
+            desc = "scoring strategies" + (f" (shard {shard_i}/{shard_n})" if shard_n > 1 else "")
+            bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=desc, unit="strategy",
                        file=sys.stderr, dynamic_ncols=True)
         for strategy, source in todo:
             if limit is not None and new_rows >= limit:
@@ -298,6 +387,7 @@ def run_sample(run_dir: str | Path, num: int = 100, seed: int | None = None, rec
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(top1=f"{(top1_after if recal_loader is not None else before.top1):.1f}")
+        finished = limit is None or new_rows < limit or not todo[new_rows:]
         df = read_strategies(csv_path)
     finally:
         writer.close()
@@ -306,6 +396,13 @@ def run_sample(run_dir: str | Path, num: int = 100, seed: int | None = None, rec
         load_bn_state(model, template_bn)
         model.apply_strategy(None)
 
+    if done_path is not None:
+        if not finished:
+            return df
+        done_path.write_text("done\n")
+        if not merge_shards(run_dir, order):
+            return df  # other shards still running: the last one to finish merges
+        df = read_strategies(main_csv)
     scored = set(df["id"].astype(str))
     score = "top1_after" if recalibrate else "top1_before"
     sampled = df[df["source"] == "sampled"]

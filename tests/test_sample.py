@@ -199,3 +199,65 @@ def test_a_second_sampler_on_the_same_run_is_refused(sampled, tmp_path):
             run_sample(copy, num=NUM, progress=False)
     finally:
         holder.close()
+
+
+def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    cols = [c for c in COLUMNS if c != "seconds"]
+    pd.testing.assert_frame_equal(a[cols].reset_index(drop=True), b[cols].reset_index(drop=True))
+
+
+def test_shards_score_disjoint_parts_and_the_last_one_merges_in_plan_order(sampled, trained, tmp_path):
+    _, reference = sampled
+    run = fresh_copy(trained, tmp_path / "run")
+    part1 = run_sample(run, num=NUM, progress=False, shard="1/2")
+    assert not (run / "strategies.csv").exists() and (run / "strategies.shard1of2.done").is_file()
+    assert set(part1["id"]) == set(reference["id"].iloc[1::2])
+    merged = run_sample(run, num=NUM, progress=False, shard=(0, 2))
+    assert not list(run.glob("strategies.shard*"))
+    _same_rows(merged, reference)  # same strategies, same scores, same order as one process
+    assert json.loads((run / "sample.json").read_text())["complete"]
+
+
+def test_an_unsharded_run_merges_what_finished_shards_left_and_resumes_the_rest(sampled, trained, tmp_path):
+    _, reference = sampled
+    run = fresh_copy(trained, tmp_path / "run")
+    run_sample(run, num=NUM, progress=False, shard="0/3")
+    run_sample(run, num=NUM, progress=False, shard="2/3", limit=1)  # interrupted: not done, not merged
+    assert not (run / "strategies.shard2of3.done").exists()
+    final = run_sample(run, num=NUM, progress=False)  # shard 0 is unmerged (1/3 never ran): rows reused
+    assert set(final["id"]) == set(reference["id"])
+
+
+@pytest.mark.parametrize("bad", ["2/2", "1", "a/b", "0/0"])
+def test_bad_shard_spec_is_refused(bad):
+    from fusion3d.sample import shard_spec
+
+    with pytest.raises(ValueError, match="shard"):
+        shard_spec(bad)
+
+
+def test_sampling_under_torchrun_gives_the_single_process_file(sampled, trained, tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    _, reference = sampled
+    run = fresh_copy(trained, tmp_path / "run")
+    with socket.socket() as s:  # torchrun's --master_port=0 hangs the rendezvous: pick a free port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                             f"--master_port={port}", "-m", "fusion3d", "sample", str(run), "-n", str(NUM)],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, out[-3000:]
+    assert not list(run.glob("strategies.shard*")), out[-2000:]
+    _same_rows(read_strategies(run / "strategies.csv"), reference)
