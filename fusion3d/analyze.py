@@ -24,8 +24,6 @@ written atomically (temporary file in the same folder, then ``os.replace``).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -34,23 +32,10 @@ import pandas as pd
 
 from fusion3d.marginals import MARGINAL_UNITS, marginals_table, pareto_front
 from fusion3d.models.strategy import UNITS, Strategy
-from fusion3d.utils import atomic_write_text
+from fusion3d.utils import atomic_write_text, save_figure
 
 CANONICAL_SOURCES = ("canonical_S", "canonical_ST", "canonical_S+ST", "most_probable")
 UNIT_COLORS = {"S": "#4C72B0", "ST": "#DD8452", "S+ST": "#55A868", "none": "#8C8C8C"}
-
-
-def _save_figure(fig, path: Path) -> None:
-    """Save a matplotlib figure atomically as PNG."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _read_strategies(run_dir: Path) -> pd.DataFrame:
@@ -102,7 +87,7 @@ def _figure4(marg: pd.DataFrame, opt: Strategy, convention: str, path: Path, tit
     ax.set_ylabel("marginal probability")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.32 if n > 8 else -0.25))
-    _save_figure(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -128,7 +113,7 @@ def _acc_vs_flops(df: pd.DataFrame, score: str, front: list[int], opt_id: str, p
     ax.set_title(f"{len(df)} strategies: accuracy vs cost", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    _save_figure(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -156,7 +141,7 @@ def _acc_hist(df: pd.DataFrame, score: str, path: Path) -> None:
     ax.set_ylabel("strategies")
     ax.set_title("accuracy of sampled strategies", fontsize=10)
     ax.legend(fontsize=8, loc="best")
-    _save_figure(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -118,6 +118,26 @@ def cmd_retrain(args) -> int:
     return 0
 
 
+def cmd_validate(args) -> int:
+    from fusion3d.validate import run_validate
+
+    t0 = time.time()
+    r = run_validate(args.run, num=args.num, workers=args.workers, overrides=args.overrides,
+                     permutations=args.permutations)
+
+    def f(key):
+        v = r.get(key)
+        return "n/a" if v is None else f"{v:+.3f} (p {r['p_values'].get(key, float('nan')):.3f})"
+
+    print(f"{r['n']} strategies trained alone in {time.time() - t0:.1f}s; {r['measured_on']}")
+    print(f"  Kendall tau  template after BN recal {f('kendall_tau_after')}, before {f('kendall_tau_before')}, "
+          f"FLOPs only {f('kendall_tau_flops')}")
+    print(f"  Spearman rho template after BN recal {f('spearman_rho_after')}, before {f('spearman_rho_before')}, "
+          f"FLOPs only {f('spearman_rho_flops')}")
+    print(f"wrote validate.json, validate.csv, validate_scatter.png in {args.run}")
+    return 0
+
+
 def cmd_config(args) -> int:
     import yaml
 
@@ -194,6 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", required=True, help="S, ST, S+ST, opt, top:K or a strategy JSON file")
     p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="config overrides for the retrain")
     p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("validate", help="train M sampled strategies alone: do template scores predict accuracy?")
+    p.add_argument("run", help="run directory with strategies.csv")
+    p.add_argument("--num", "-n", type=int, default=8, help="strategies to train alone, spread over the scores")
+    p.add_argument("--workers", type=int, default=1, help="retrains run in parallel processes")
+    p.add_argument("--permutations", type=int, default=10000, help="permutations for the p-values")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="config overrides for the retrains")
+    p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("config", help="print the resolved config, or the schema with --schema")
     _add_config_args(p)
