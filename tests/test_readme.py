@@ -85,9 +85,10 @@ def test_config_error_is_reported_with_the_key_and_exit_code_2(capsys):
 @pytest.mark.parametrize("script,args", [
     ("bench_train.py", ["--preset", "tiny", "--repeats", "1", "--batch", "2", "--size", "32", "--threads", "1"]),
     ("bench_decode.py", ["--skip-real", "--seconds", "0.2", "--videos-per-class", "2"]),
+    ("bench_sample.py", ["--num", "1", "--repeats", "1", "--threads", "1"]),
 ])
 def test_benchmark_scripts_run(script, args, tmp_path):
-    extra = ["--cache", str(tmp_path)] if script == "bench_decode.py" else []
+    extra = {"bench_decode.py": ["--cache", str(tmp_path)], "bench_sample.py": ["--work", str(tmp_path)]}.get(script, [])
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, *extra], capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
