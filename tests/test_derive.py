@@ -1,0 +1,71 @@
+"""fusion3d derive: the depth mapping and the design rules on closed forms, and the stage on a run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fusion3d.derive import (
+    argmax_units,
+    budget_units,
+    depth_mapping,
+    map_marginals,
+    paper_units,
+    relative_depths,
+)
+
+
+def test_relative_depths_are_interval_centres():
+    assert relative_depths(4).tolist() == [0.125, 0.375, 0.625, 0.875]
+
+
+def test_depth_mapping_covers_every_block_and_keeps_depth_order():
+    for n, m in [(6, 8), (6, 3), (58, 16), (6, 6), (1, 5), (5, 1)]:
+        mapping = depth_mapping(n, m)
+        assert len(mapping) == m
+        positions = [lo + w for lo, hi, w in mapping]
+        assert positions == sorted(positions)  # monotone in depth
+        assert all(0 <= lo <= hi <= n - 1 and 0.0 <= w <= 1.0 for lo, hi, w in mapping)
+
+
+def test_depth_mapping_closed_forms():
+    # same number of slots and blocks: the identity
+    assert depth_mapping(3, 3) == [(0, 0, 0.0), (1, 2, 0.0), (2, 2, 0.0)] or \
+        [lo + w for lo, _, w in depth_mapping(3, 3)] == [0, 1, 2]
+    # 2 slots (depths 0.25, 0.75), 4 blocks (0.125, 0.375, 0.625, 0.875): clamp, 1/4, 3/4, clamp
+    assert depth_mapping(2, 4) == [(0, 0, 0.0), (0, 1, 0.25), (0, 1, 0.75), (1, 1, 0.0)]
+
+
+def test_map_marginals_interpolates_and_renormalises():
+    marg = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.5]])  # second row sums to 0.5 (a 'none' mass dropped)
+    out = map_marginals(marg, 4)
+    assert np.allclose(out.sum(1), 1.0)
+    assert np.allclose(out[0], [1, 0, 0]) and np.allclose(out[3], [0, 0, 1])
+    # block 1: 0.75 * [1, 0, 0] + 0.25 * [0, 0, 0.5] = [0.75, 0, 0.125] -> renormalised
+    assert np.allclose(out[1], np.array([0.75, 0, 0.125]) / 0.875)
+
+
+def test_argmax_and_paper_rules():
+    assert argmax_units(np.array([[0.2, 0.5, 0.3], [0.4, 0.1, 0.5]])) == ["ST", "S+ST"]
+    assert paper_units(8) == ["S+ST"] * 4 + ["ST"] + ["S+ST"] * 3
+    assert paper_units(16) == ["S+ST"] * 8 + ["ST"] * 5 + ["S+ST"] * 3
+    assert paper_units(4) == ["S+ST"] * 4
+
+
+def test_budget_rule_is_the_most_probable_design_within_budget():
+    import itertools
+
+    probs = np.array([[0.1, 0.2, 0.7], [0.1, 0.6, 0.3], [0.2, 0.35, 0.45]])
+    costs = np.array([[0, 1, 2], [0, 1.5, 3], [0, 1, 2]], dtype=float)  # S / ST / S+ST MACs per block
+    assert budget_units(probs, costs, 10.0, 100.0) == argmax_units(probs)
+    for budget in (10.0, 11.0, 12.0, 13.5, 14.0, 15.0):
+        got = budget_units(probs, costs, 10.0, budget)
+        idx = [("S", "ST", "S+ST").index(u) for u in got]
+        assert 10.0 + sum(costs[j, u] for j, u in enumerate(idx)) <= budget
+        best = max((sum(np.log(probs[j, u]) for j, u in enumerate(c)), c)
+                   for c in itertools.product(range(3), repeat=3)
+                   if 10.0 + sum(costs[j, u] for j, u in enumerate(c)) <= budget)
+        assert tuple(idx) == best[1], budget  # brute force over all 27 designs
+    assert budget_units(probs, costs, 10.0, 10.0) == ["S", "S", "S"]
+    with pytest.raises(ValueError, match="cheapest"):
+        budget_units(probs, costs, 10.0, 9.0)
