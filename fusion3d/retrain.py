@@ -6,6 +6,12 @@ gates) and evaluated on ``data.eval_subset``, the split final numbers are report
 selection split strategies were chosen on). Each retrain lives in ``RUN/retrain/<label>/`` (a run
 directory of its own, resumable) and adds or replaces its row in ``RUN/retrain.csv``: the Table-2
 analog (S / ST / S+ST / Opt).
+
+With ``model.name=<backbone>`` among the overrides the same recipe trains a backbone instead
+(``fusion3d retrain RUN --strategy S model.name=resnet18_3d``, or a design from ``fusion3d derive``):
+its label gets ``@<backbone>`` appended, so ``retrain.csv`` holds the Table-6 analog next to the
+Table-2 analog. A label that is a unit name (S, ST, S+ST) means that unit at every slot of whatever
+network is trained.
 """
 
 from __future__ import annotations
@@ -57,6 +63,10 @@ def run_retrain(run_dir: str | Path, spec: str, overrides: list[str] = ()) -> di
     if not config.is_file():
         raise FileNotFoundError(f"{config} does not exist: {run_dir} is not a run directory")
     label, value = strategy_for(run_dir, spec)
+    base = load_config(config)
+    cfg = load_config(config, [f"model.strategy={value}", *overrides])
+    if cfg.model.name != base.model.name:  # another network with the run's recipe (Table-6 analog)
+        label = f"{label}@{cfg.model.name}"
     cfg = load_config(config, [f"run.out={run_dir / 'retrain' / label}", f"model.strategy={value}", *overrides])
     summary = train(cfg, resume="auto")
     classes = json.loads((run_dir / "splits.json").read_text())["classes"]
@@ -64,7 +74,7 @@ def run_retrain(run_dir: str | Path, spec: str, overrides: list[str] = ()) -> di
     strategy = resolve_strategy(value, model.num_slots)
     d = cfg.data
     row = {
-        "label": label, "strategy": str(strategy), "id": strategy.id, "top1": summary.get("val_top1"),
+        "label": label, "model": cfg.model.name, "strategy": str(strategy), "id": strategy.id, "top1": summary.get("val_top1"),
         "top5": summary.get("val_top5"), "epochs": summary["epochs_done"],
         "macs": count_macs(model, (3, d.clip_len, d.crop_size, d.crop_size), strategy),
         "params": count_params(model, strategy),

@@ -190,6 +190,9 @@ def run_validate(run_dir: str | Path, num: int = 8, workers: int = 1, overrides:
     score = "top1_after" if table["top1_after"].notna().any() else "top1_before"
     picked = table.iloc[spread_picks(table[score].to_numpy(float), int(num))].reset_index(drop=True)
 
+    from fusion3d.config import load_config
+
+    model_name = load_config(run_dir / "config.yaml").model.name
     out_dir = run_dir / "validate"
     out_dir.mkdir(exist_ok=True)
     retrain_path = run_dir / RETRAIN_CSV
@@ -198,7 +201,8 @@ def run_validate(run_dir: str | Path, num: int = 8, workers: int = 1, overrides:
         if not retrain_path.is_file():
             return pd.DataFrame(columns=["id", "top1", "top5", "label", "measured_on", "complete"])
         r = pd.read_csv(retrain_path, dtype={"id": str})
-        return r[r["complete"].astype(str) == "True"]
+        same_model = r["model"].fillna(model_name) == model_name if "model" in r else True
+        return r[(r["complete"].astype(str) == "True") & same_model]
 
     have = set(done_rows()["id"])
     todo = []
