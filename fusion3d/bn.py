@@ -63,7 +63,8 @@ def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
     return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
 
 
-def _batch_input(batch) -> torch.Tensor:
+def batch_input(batch) -> torch.Tensor:
+    """The clip tensor of a loader batch (a dict with ``clip``, a (clip, label, ...) tuple, or a tensor)."""
     if isinstance(batch, dict):
         return batch["clip"]
     if isinstance(batch, (list, tuple)):
@@ -101,7 +102,7 @@ def recalibrate_bn(model: nn.Module, loader, device: torch.device | str | None =
         for batch in loader:
             if max_batches is not None and batches >= max_batches:
                 break
-            x = _batch_input(batch).to(device, non_blocking=True)
+            x = batch_input(batch).to(device, non_blocking=True)
             model(x)
             batches += 1
             samples += x.shape[0]

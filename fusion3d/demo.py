@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -101,7 +102,9 @@ def run_demo(out: str = "runs/demo", quick: bool = False) -> int:
     print(f"fusion3d demo ({'quick' if quick else 'full'}): motion and appearance pipelines run in parallel; "
           f"logs in {out_dir}/motion.log and {out_dir}/appearance.log", flush=True)
     retrains = []
-    with ProcessPoolExecutor(max_workers=2) as pool:
+    # spawn, not fork: a process forked after torch started its thread pools can deadlock (seen when
+    # the demo ran inside a pytest process that had trained before)
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {kind: pool.submit(pipeline, kind, str(out_dir), settings) for kind in ("motion", "appearance")}
         results = {}
         for kind, fut in futures.items():

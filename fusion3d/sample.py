@@ -59,7 +59,10 @@ from fusion3d.utils import atomic_write_text, resolve_device
 STRATEGIES_CSV = "strategies.csv"
 SAMPLE_JSON = "sample.json"
 COLUMNS: tuple[str, ...] = ("strategy", "id", "source", "top1_before", "top5_before", "top1_after", "top5_after",
-                            "macs", "params", "n_S", "n_ST", "n_S+ST", "n_none", "views", "seconds")
+                            "macs", "params", "n_S", "n_ST", "n_S+ST", "n_none", "views", "seconds",
+                            "rf_t_min", "rf_t_max", "rf_s_min", "rf_s_max")
+RF_COLUMNS: tuple[str, ...] = COLUMNS[-4:]  # static receptive field at the head (fusion3d.receptive_field)
+OLD_COLUMNS: tuple[str, ...] = COLUMNS[:-4]  # files written before the receptive-field columns existed
 CANONICAL: tuple[tuple[str, str], ...] = (("canonical_S", "S"), ("canonical_ST", "ST"), ("canonical_S+ST", "S+ST"))
 DEFAULT_RECAL_CLIPS = 200
 # Keys of sample.json["measurement"] that must match for rows of one strategies.csv to be comparable.
@@ -110,6 +113,9 @@ def read_strategies(path: str | Path, repair: bool = False) -> pd.DataFrame:
     if not data.strip():
         return pd.DataFrame(columns=list(COLUMNS))
     header = next(csv.reader(io.StringIO(data.decode("utf-8").split("\n", 1)[0])))
+    if tuple(header) == OLD_COLUMNS:  # an older file: the receptive-field columns are left empty
+        df = pd.read_csv(io.BytesIO(data), dtype={"id": str, "strategy": str})
+        return df.assign(**{c: np.nan for c in RF_COLUMNS})
     if tuple(header) != COLUMNS:
         raise RuntimeError(f"{path} has columns {header}, expected {list(COLUMNS)}; move it away to start over")
     return pd.read_csv(io.BytesIO(data), dtype={"id": str, "strategy": str})
@@ -164,17 +170,38 @@ def merge_shards(run_dir: str | Path, order: list[str] | None = None) -> bool:
                 rank = {sid: k for k, sid in enumerate(order)}
                 keys = [rank.get(sid, len(rank)) for sid in df["id"]]
                 df = df.assign(_k=keys).sort_values("_k", kind="stable").drop(columns="_k")
-            buf = io.StringIO()
-            writer = csv.writer(buf, lineterminator="\n")
-            writer.writerow(COLUMNS)
-            for row in df.to_dict("records"):  # native Python values, so floats keep their repr
-                writer.writerow([_fmt(row[c]) for c in COLUMNS])
-            atomic_write_text(main, buf.getvalue())
+            _rewrite(main, df)
             for rows, done in parts:
                 rows.unlink(missing_ok=True)
                 done.unlink(missing_ok=True)
             merged = True
     return merged
+
+
+def _rewrite(path: Path, df: pd.DataFrame) -> None:
+    """Write ``df`` as a complete strategies CSV, atomically."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in df.to_dict("records"):  # native Python values, so floats keep their repr
+        writer.writerow([_fmt(row[c]) for c in COLUMNS])
+    atomic_write_text(path, buf.getvalue())
+
+
+def rf_columns(model, strategy) -> dict:
+    """The receptive-field columns of one strategy (empty for a network without a receptive-field graph)."""
+    from fusion3d.receptive_field import strategy_rf_columns
+
+    try:
+        return strategy_rf_columns(model, strategy)
+    except TypeError:
+        return {c: float("nan") for c in RF_COLUMNS}
+
+
+def _with_rf_columns(df: pd.DataFrame, model) -> pd.DataFrame:
+    """``df`` with its receptive-field columns computed from the strategy strings."""
+    rows = [rf_columns(model, Strategy.from_string(s)) for s in df["strategy"]]
+    return df.assign(**{c: [r[c] for r in rows] for c in RF_COLUMNS})
 
 
 def _fmt(v) -> str:
@@ -252,6 +279,36 @@ def load_run(run_dir: str | Path):
     return state, cfg, model
 
 
+def selection_cache(cfg, run_dir: Path, progress: bool = False):
+    """(fit split, clip cache of the selection split) of a run. The selection split is rebuilt from
+    the config and checked against the run's ``splits.json``: strategies (and other diagnostics) are
+    never measured on videos the template may have trained on."""
+    fit, selection = load_splits(cfg.data, cfg.run.seed)
+    if len(selection) == 0:
+        raise ValueError("the run has no selection split (data.selection_fraction = 0 and no data.selection_subset): "
+                         "strategies must be scored on videos the template never trained on")
+    splits_file = Path(run_dir) / "splits.json"
+    if splits_file.is_file():
+        recorded = json.loads(splits_file.read_text())
+        if [r.path for r in selection.records] != recorded.get("selection"):
+            raise RuntimeError(f"the selection split rebuilt from the config differs from {splits_file} (the dataset "
+                               "changed since training?): refusing to score strategies on videos the template may have "
+                               "trained on")
+    return fit, build_clip_cache(selection, cfg.data, progress=progress)
+
+
+def recal_loader(cfg, fit, recal_clips: int | None = None, progress: bool = False):
+    """(loader, number of videos) of the fixed BatchNorm-recalibration clips: a seeded subset of the
+    fit split (``recal_clips`` videos, default 200), one centre clip each, batches of
+    ``train.batch_size`` (the batch size the template's statistics were trained at)."""
+    positions = recal_positions(len(fit), DEFAULT_RECAL_CLIPS if recal_clips is None else recal_clips, cfg.run.seed)
+    if not positions:
+        raise ValueError("no fit videos for BatchNorm recalibration (recal_clips = 0?); pass recalibrate=False")
+    recal_cfg = dataclasses.replace(cfg.data, test_clips=1, test_crops=1)
+    ds = build_clip_cache(fit.subset(positions), recal_cfg, progress=progress).dataset(cfg.data.mean, cfg.data.std)
+    return make_loader(ds, batch_size=cfg.train.batch_size, num_workers=0, shuffle=False, seed=cfg.run.seed), len(ds)
+
+
 # ----------------------------------------------------------------------------- the stage
 
 
@@ -288,35 +345,14 @@ def run_sample(run_dir: str | Path, num: int = 100, seed: int | None = None, rec
     d_cfg = cfg.data
 
     # data: the selection split (scored) and the fixed recalibration clips
-    fit, selection = load_splits(d_cfg, run_seed)
-    if len(selection) == 0:
-        raise ValueError("the run has no selection split (data.selection_fraction = 0 and no data.selection_subset): "
-                         "strategies must be scored on videos the template never trained on")
-    splits_file = run_dir / "splits.json"
-    if splits_file.is_file():
-        recorded = json.loads(splits_file.read_text())
-        if [r.path for r in selection.records] != recorded.get("selection"):
-            raise RuntimeError(f"the selection split rebuilt from the config differs from {splits_file} (the dataset "
-                               "changed since training?): refusing to score strategies on videos the template may have "
-                               "trained on")
-    sel_cache = build_clip_cache(selection, d_cfg, progress=progress)
+    fit, sel_cache = selection_cache(cfg, run_dir, progress)
     n_videos = int(sel_cache.index.loc[sel_cache.index["valid"], "video"].nunique())
     views = (f"selection split, {d_cfg.test_clips} clip x {d_cfg.test_crops} crop per video, per-video top-1, "
              f"{n_videos} videos")
     eval_bs = batch_size or max(2 * cfg.train.batch_size, 16)
     sel_loader = make_loader(sel_cache.dataset(d_cfg.mean, d_cfg.std), batch_size=eval_bs, num_workers=0,
                              shuffle=False, seed=run_seed)
-    recal_loader, recal_videos = None, 0
-    if recalibrate:
-        positions = recal_positions(len(fit), DEFAULT_RECAL_CLIPS if recal_clips is None else recal_clips, run_seed)
-        if not positions:
-            raise ValueError("no fit videos for BatchNorm recalibration (recal_clips = 0?); pass recalibrate=False")
-        recal_cfg = dataclasses.replace(d_cfg, test_clips=1, test_crops=1)
-        recal_cache = build_clip_cache(fit.subset(positions), recal_cfg, progress=progress)
-        recal_ds = recal_cache.dataset(d_cfg.mean, d_cfg.std)
-        recal_videos = len(recal_ds)
-        recal_loader = make_loader(recal_ds, batch_size=cfg.train.batch_size, num_workers=0, shuffle=False,
-                                   seed=run_seed)
+    recal, recal_videos = (recal_loader(cfg, fit, recal_clips, progress) if recalibrate else (None, 0))
 
     input_shape = (model.in_channels, d_cfg.clip_len, d_cfg.crop_size, d_cfg.crop_size)
     measurement = {"weights_sha1": _weights_sha1(state["model"]), "recalibrate": bool(recalibrate),
@@ -342,6 +378,9 @@ def run_sample(run_dir: str | Path, num: int = 100, seed: int | None = None, rec
     new_rows, seconds = 0, []
     try:
         existing = read_strategies(csv_path, repair=True)
+        if len(existing) and existing[list(RF_COLUMNS)].isna().all().all():  # written before the RF columns
+            existing = _with_rf_columns(existing, model)
+            _rewrite(csv_path, existing)
         if csv_path != main_csv:
             existing = pd.concat([read_strategies(main_csv), existing], ignore_index=True)
         if len(existing) and json_path.is_file():
@@ -370,8 +409,8 @@ def run_sample(run_dir: str | Path, num: int = 100, seed: int | None = None, rec
             model.apply_strategy(strategy)
             before = _score(model, sel_loader, dev)
             top1_after = top5_after = float("nan")
-            if recal_loader is not None:
-                recalibrate_bn(model, recal_loader, dev)
+            if recal is not None:
+                recalibrate_bn(model, recal, dev)
                 after = _score(model, sel_loader, dev)
                 top1_after, top5_after = after.top1, after.top5
             counts = strategy.counts()
@@ -380,13 +419,13 @@ def run_sample(run_dir: str | Path, num: int = 100, seed: int | None = None, rec
                    "top1_after": top1_after, "top5_after": top5_after,
                    "macs": count_macs(model, input_shape, strategy), "params": count_params(model, strategy),
                    "n_S": counts["S"], "n_ST": counts["ST"], "n_S+ST": counts["S+ST"], "n_none": counts["none"],
-                   "views": views, "seconds": round(time.perf_counter() - t0, 4)}
+                   "views": views, "seconds": round(time.perf_counter() - t0, 4), **rf_columns(model, strategy)}
             writer.write(row)
             seconds.append(row["seconds"])
             new_rows += 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(top1=f"{(top1_after if recal_loader is not None else before.top1):.1f}")
+                bar.set_postfix(top1=f"{(top1_after if recal is not None else before.top1):.1f}")
         finished = limit is None or new_rows < limit or not todo[new_rows:]
         df = read_strategies(csv_path)
     finally:

@@ -21,6 +21,7 @@ noise. The statistics are pure functions below, tested against closed forms.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -214,7 +215,8 @@ def run_validate(run_dir: str | Path, num: int = 8, workers: int = 1, overrides:
         todo.append(str(path))
     if todo:
         if workers > 1 and len(todo) > 1:
-            with ProcessPoolExecutor(max_workers=min(int(workers), len(todo))) as pool:
+            with ProcessPoolExecutor(max_workers=min(int(workers), len(todo)),
+                                     mp_context=multiprocessing.get_context("spawn")) as pool:
                 for f in [pool.submit(_retrain_one, str(run_dir), spec, list(overrides)) for spec in todo]:
                     f.result()
         else:

@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fusion3d.models.flops import count_macs, count_params, macs_breakdown
 from fusion3d.models.gate import Gate
-from fusion3d.models.spec import PRESETS, ModelConfig, resolve_arch
+from fusion3d.models.spec import BACKBONES, PRESETS, ModelConfig, resolve_arch
 from fusion3d.models.strategy import Strategy
 from fusion3d.models.template import DenseSlot, FusionTemplate, TransitionSlot, build_model, channel_pool
 
@@ -57,7 +57,7 @@ def test_model_config_fields_have_defaults_help_and_plain_types():
             continue
         assert tp in allowed, f.name
         getattr(cfg, f.name)
-    assert set(typing.get_args(hints["name"])) == set(PRESETS)
+    assert set(typing.get_args(hints["name"])) == set(PRESETS) | set(BACKBONES)
     assert cfg.drop_init == 0.1 and cfg.temperature == 0.2 and cfg.conv_impl == "auto" and cfg.num_classes == 0
 
 

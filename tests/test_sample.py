@@ -17,7 +17,8 @@ from fusion3d.sample import COLUMNS, _RowWriter, read_strategies, run_sample, st
 from fusion3d.train import load_checkpoint, train
 
 EXPECTED_COLUMNS = ["strategy", "id", "source", "top1_before", "top5_before", "top1_after", "top5_after", "macs",
-                    "params", "n_S", "n_ST", "n_S+ST", "n_none", "views", "seconds"]
+                    "params", "n_S", "n_ST", "n_S+ST", "n_none", "views", "seconds", "rf_t_min", "rf_t_max",
+                    "rf_s_min", "rf_s_max"]
 NUM = 8
 OUTPUTS = ("strategies.csv", "sample.json")
 
@@ -261,3 +262,30 @@ def test_sampling_under_torchrun_gives_the_single_process_file(sampled, trained,
     assert proc.returncode == 0, out[-3000:]
     assert not list(run.glob("strategies.shard*")), out[-2000:]
     _same_rows(read_strategies(run / "strategies.csv"), reference)
+
+
+def test_receptive_field_columns_match_the_strategy(sampled):
+    from fusion3d.receptive_field import strategy_rf_columns
+
+    run, df = sampled
+    model, _ = _model(run)
+    for row in df.itertuples(index=False):
+        expected = strategy_rf_columns(model, Strategy.from_string(row.strategy))
+        assert (row.rf_t_min, row.rf_t_max, row.rf_s_min, row.rf_s_max) == tuple(expected.values())
+    by_id = df.set_index("id")
+    n = model.num_slots
+    assert by_id.loc[Strategy.uniform("S", n).id, "rf_t_max"] < by_id.loc[Strategy.uniform("ST", n).id, "rf_t_max"]
+
+
+def test_a_file_from_before_the_receptive_field_columns_is_read_and_upgraded_on_resume(sampled, tmp_path):
+    run, df = sampled
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    old = df.drop(columns=["rf_t_min", "rf_t_max", "rf_s_min", "rf_s_max"])
+    (copy / "strategies.csv").write_text(old.to_csv(index=False))
+    assert read_strategies(copy / "strategies.csv")["rf_t_max"].isna().all()
+    again = run_sample(copy, num=NUM, progress=False)
+    assert json.loads((copy / "sample.json").read_text())["new_rows"] == 0
+    assert (again["rf_t_max"] == df["rf_t_max"]).all()
+    with open(copy / "strategies.csv", newline="") as fh:
+        assert next(csv.reader(fh)) == list(COLUMNS)

@@ -16,7 +16,8 @@ convolution is computed changes with ``impl``:
 - ``"auto"``: ``"conv3d"`` on CUDA (cuDNN handles these shapes well), ``"conv2d"`` elsewhere. It is
   decided at every call from the input's device, so moving a model between devices needs nothing.
 
-Padding and stride follow ``nn.Conv3d`` exactly. A kernel that is neither ``kt = 1`` nor ``kh = kw = 1``
+Padding, stride and ``groups`` follow ``nn.Conv3d`` exactly (grouped and depthwise 1x3x3 convs of
+ResNeXt and MobileNetV2 run through the same 2D kernels). A kernel that is neither ``kt = 1`` nor ``kh = kw = 1``
 (a full 3D kernel such as the stem's 5x7x7) is always computed with ``F.conv3d``. Padding along an
 axis whose kernel size is 1 is not supported (it would only add zero borders) and raises.
 """
@@ -56,15 +57,18 @@ class FactorConv3d(nn.Module):
     """A Conv3d whose kernel is temporal (kt x 1 x 1), spatial (1 x kh x kw) or pointwise (1x1x1).
 
     Same constructor arguments, weight shape, initialisation and output as ``nn.Conv3d`` (no
-    dilation, no groups); ``impl`` picks how it is computed (see the module docstring).
+    dilation); ``impl`` picks how it is computed (see the module docstring).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int, int],
                  stride: int | tuple[int, int, int] = 1, padding: int | tuple[int, int, int] = 0,
-                 bias: bool = False, impl: str = "auto") -> None:
+                 bias: bool = False, impl: str = "auto", groups: int = 1) -> None:
         super().__init__()
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
+        self.groups = int(groups)
+        if self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
         self.kernel_size = _triple(kernel_size)
         self.stride = _triple(stride)
         self.padding = _triple(padding)
@@ -85,7 +89,7 @@ class FactorConv3d(nn.Module):
                 raise ValueError(f"temporal padding {self.padding} with a 1x{kh}x{kw} kernel is not supported")
         else:
             self.kind = "full"
-        self.weight = nn.Parameter(torch.empty(self.out_channels, self.in_channels, kt, kh, kw))
+        self.weight = nn.Parameter(torch.empty(self.out_channels, self.in_channels // self.groups, kt, kh, kw))
         self.bias = nn.Parameter(torch.empty(self.out_channels)) if bias else None
         self.reset_parameters()
 
@@ -106,21 +110,21 @@ class FactorConv3d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         impl = resolve_impl(self.impl, x.device)
         if impl == "conv3d" or self.kind == "full":
-            return F.conv3d(x, self.weight, self.bias, self.stride, self.padding)
+            return F.conv3d(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups)
         st, sh, sw = self.stride
         if self.kind in ("temporal", "pointwise"):
             if sh > 1 or sw > 1:
                 x = x[:, :, :, ::sh, ::sw]
             n, c, t, h, w = x.shape
             y = F.conv2d(x.reshape(n, c, t, h * w), self.weight.squeeze(-1), self.bias,
-                         (st, 1), (self.padding[0], 0))
+                         (st, 1), (self.padding[0], 0), 1, self.groups)
             return y.view(n, self.out_channels, y.shape[2], h, w)
         # spatial: fold frames into the batch
         if st > 1:
             x = x[:, :, ::st]
         n, c, t, h, w = x.shape
         y = F.conv2d(x.transpose(1, 2).reshape(n * t, c, h, w), self.weight.squeeze(2), self.bias,
-                     (sh, sw), self.padding[1:])
+                     (sh, sw), self.padding[1:], 1, self.groups)
         return y.view(n, t, self.out_channels, y.shape[2], y.shape[3]).transpose(1, 2).contiguous()
 
     def extra_repr(self) -> str:
@@ -130,6 +134,8 @@ class FactorConv3d(nn.Module):
             s += f", stride={self.stride}"
         if self.padding != (0, 0, 0):
             s += f", padding={self.padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
         if self.impl != "auto":
@@ -150,6 +156,8 @@ def conv3x1x1(in_channels: int, out_channels: int, kt: int = 3, bias: bool = Fal
 
 
 def conv1xkxk(in_channels: int, out_channels: int, k: int = 3, stride: int = 1, bias: bool = False,
-              impl: str = "auto") -> FactorConv3d:
-    """Spatial conv, kernel ``1 x k x k``, 'same' spatial padding, spatial ``stride``."""
-    return FactorConv3d(in_channels, out_channels, (1, k, k), (1, stride, stride), (0, k // 2, k // 2), bias, impl)
+              impl: str = "auto", groups: int = 1) -> FactorConv3d:
+    """Spatial conv, kernel ``1 x k x k``, 'same' spatial padding, spatial ``stride``, ``groups``
+    (``groups = channels`` is a depthwise conv)."""
+    return FactorConv3d(in_channels, out_channels, (1, k, k), (1, stride, stride), (0, k // 2, k // 2), bias, impl,
+                        groups)

@@ -1,4 +1,4 @@
-"""Exact analytic cost of a fusion template under a strategy (only computed paths count).
+"""Exact cost of a fusion template or a backbone under a strategy (only computed paths count).
 
 ``count_macs`` counts the multiply-accumulates of every convolution and of the classifier (the
 convention of ``torch.utils.flop_counter.FlopCounterMode``, which reports FLOPs = 2 x MACs for them);
@@ -6,28 +6,48 @@ BatchNorm, ReLU, pooling, the channel-average skip of a ``none`` transition, the
 and concatenations are not counted. A conv's MACs are
 ``C_out * T' * H' * W' * C_in * kt * kh * kw`` (zero-padded positions included, as in the counter).
 
-``count_params`` counts the parameters a sub-network uses: the stem, the head, and per slot the
-kept paths (BN + conv) plus, for a dense layer with at least one kept path, the shared BN + 1x3x3
-conv. Drop logits are not counted (they are not weights of any sub-network).
+``count_params`` counts the parameters a sub-network uses, without a forward pass: every parameter
+but the drop logits (they are not weights of any sub-network), less the parameters of each slot's
+modules that its unit does not compute (``GatedSlot.computed_modules``). For the template: the stem,
+the head, and per slot the kept paths (BN + conv) plus, for a dense layer with at least one kept path,
+the shared BN + 1x3x3 conv.
 
-``strategy=None`` means the full template (every path computed: "off" or "relaxed" mode), whatever
+``strategy=None`` means the full network (every path computed: "off" or "relaxed" mode), whatever
 mode the model is in; pass ``model.current_strategy()`` for the units in force.
+
+MACs, two ways to the same numbers:
+- the template (``FusionTemplate``) is counted analytically, layer by layer (``macs_breakdown``; about
+  a millisecond, so the sampler can price hundreds of strategies);
+- any other ``SlotNetwork`` (the backbones) is measured by ``trace_costs``: one forward pass of a
+  batch of one clip on the ``meta`` device (shapes only, no data, no copy of the weights), in hard mode
+  with the strategy applied, with a forward hook on every module. MACs come from the hooks on
+  convolutions and ``nn.Linear`` (output elements x in_channels / groups x kernel volume; in x out);
+  the parameters are those of every module that ran. A trace takes 0.1 to 0.3 s, so ``count_macs``
+  traces the four uniform strategies once per model and input shape and adds per-slot costs from that
+  table for any strategy (exact: every unit keeps a slot's output shape, which the table checks).
+The tests check the two ways against each other on the template, and both against ``FlopCounterMode``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
+import torch
 from torch import nn
 
 from fusion3d.models.convs import FactorConv3d
-from fusion3d.models.strategy import Strategy, as_strategy
+from fusion3d.models.network import GatedSlot, SlotNetwork
+from fusion3d.models.strategy import UNITS, Strategy, as_strategy
 from fusion3d.models.template import DenseBlock, DenseSlot, FusionTemplate, TransitionSlot
 
 Shape = tuple[int, int, int, int]  # (C, T, H, W)
 
 
-def _as_strategy(model: FusionTemplate, strategy: Strategy | str | Sequence[str] | None) -> Strategy:
+def _as_strategy(model: SlotNetwork, strategy: Strategy | str | Sequence[str] | None) -> Strategy:
     if strategy is None:
         return Strategy.uniform("S+ST", model.num_slots)
     return as_strategy(strategy, model.num_slots)
@@ -66,14 +86,183 @@ def _pool_shape(pool: nn.Module, shape: Shape) -> Shape:
     return (c, *(_out_size(a, kk, ss, pp) for a, kk, ss, pp in zip(sizes, k, s, p)))  # type: ignore[return-value]
 
 
-def macs_breakdown(model: FusionTemplate, input_shape: Sequence[int],
-                   strategy: Strategy | str | Sequence[str] | None = None) -> dict[str, int]:
-    """MACs per clip by part: ``stem``, one entry per slot name, ``head``."""
-    strategy = _as_strategy(model, strategy)
-    keeps = iter(strategy.keep())
+def _shape4(input_shape: Sequence[int]) -> Shape:
     shape: Shape = tuple(int(v) for v in input_shape)  # type: ignore[assignment]
     if len(shape) != 4:
         raise ValueError(f"input_shape must be (C, T, H, W), got {input_shape!r}")
+    return shape
+
+
+_COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, FactorConv3d, nn.Linear)
+
+
+def _module_macs(m: nn.Module, out: torch.Tensor) -> int:
+    """MACs of one call of a conv or Linear ``m`` that produced ``out`` (batch of one)."""
+    if isinstance(m, nn.Linear):
+        return out.numel() * m.in_features
+    return out.numel() * (m.in_channels // getattr(m, "groups", 1)) * math.prod(m.kernel_size)
+
+
+@contextmanager
+def _hard_eval(model: SlotNetwork, strategy: Strategy) -> Iterator[None]:
+    """Apply ``strategy`` in hard mode and eval mode; restore every gate and train flag on exit."""
+    gates = [(g, g.mode, g.keep, g.last_keep) for g in model.gates()]
+    mode, before = model.gate_mode, model._mode_before_hard
+    training = [(m, m.training) for m in model.modules()]
+    try:
+        model.apply_strategy(strategy)
+        model.eval()
+        yield
+    finally:
+        for g, gm, keep, last in gates:
+            g.mode, g.keep, g.last_keep = gm, keep, last
+        model.gate_mode, model._mode_before_hard = mode, before
+        for m, flag in training:
+            m.training = flag
+
+
+# Modules that keep their input's shape and cost no MACs. A shape-only trace passes their input
+# through (their hooks still fire): on meta tensors torch runs BatchNorm and the activations through
+# slow Python decompositions, most of a trace's time otherwise.
+_SHAPE_KEEPING = (nn.modules.batchnorm._BatchNorm, nn.ReLU, nn.Hardtanh, nn.modules.dropout._DropoutNd, nn.Identity)
+
+
+def _pass_through(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    return x
+
+
+@contextmanager
+def _shape_only(model: nn.Module) -> Iterator[None]:
+    """Replace the forward of every shape-keeping module by the identity, restored on exit."""
+    patched = [m for m in model.modules() if isinstance(m, _SHAPE_KEEPING) and "forward" not in m.__dict__]
+    try:
+        for m in patched:
+            m.forward = _pass_through  # an instance attribute: nn.Module.__call__ uses it
+        yield
+    finally:
+        for m in patched:
+            del m.forward
+
+
+@dataclass(frozen=True)
+class TracedCosts:
+    """What ``trace_costs`` measured: MACs per part (``stem``, slot names, other top-level modules such
+    as ``head``, in depth order; slots that compute nothing are listed with 0), the parameters of
+    every module that ran, and each slot's input shape ``(C, T, H, W)``."""
+
+    macs: dict[str, int]
+    params: int
+    slot_inputs: dict[str, tuple[int, ...]]
+
+    @property
+    def total_macs(self) -> int:
+        return sum(self.macs.values())
+
+
+def trace_costs(model: SlotNetwork, input_shape: Sequence[int],
+                strategy: Strategy | str | Sequence[str] | None = None) -> TracedCosts:
+    """MACs and used parameters of the sub-network, measured by a ``meta``-device forward pass of one
+    clip ``(C, T, H, W)`` (see the module docstring). The model is left as it was."""
+    strategy = _as_strategy(model, strategy)
+    shape = _shape4(input_shape)
+    slot_paths = {name: m for name, m in model.named_modules() if isinstance(m, GatedSlot)}
+
+    def owner(qname: str) -> str:
+        parts = qname.split(".")
+        for i in range(1, len(parts) + 1):
+            slot = slot_paths.get(".".join(parts[:i]))
+            if slot is not None:
+                return slot.name
+        return parts[0]
+
+    macs: dict[str, int] = {}
+    for qname, m in model.named_modules():
+        if isinstance(m, GatedSlot):
+            macs.setdefault(m.name, 0)
+        elif qname and isinstance(m, _COUNTED):
+            macs.setdefault(owner(qname), 0)
+    ran: dict[int, nn.Module] = {}
+    slot_inputs: dict[str, tuple[int, ...]] = {}
+
+    def hook(key: str | None):
+        def fn(m: nn.Module, args, out) -> None:
+            ran[id(m)] = m
+            if key is not None:
+                macs[key] += _module_macs(m, out)
+            if isinstance(m, GatedSlot):
+                slot_inputs[m.name] = tuple(args[0].shape[1:])
+        return fn
+
+    handles = [m.register_forward_hook(hook(owner(q) if q and isinstance(m, _COUNTED) else None))
+               for q, m in model.named_modules()]
+    meta = {f"{q}.{name}" if q else name: torch.empty_like(t, device="meta")  # bypassed modules need none
+            for q, m in model.named_modules() if not isinstance(m, _SHAPE_KEEPING)
+            for name, t in (*m.named_parameters(recurse=False), *m.named_buffers(recurse=False))}
+    try:
+        with _hard_eval(model, strategy), _shape_only(model), torch.no_grad():
+            torch.func.functional_call(model, meta, (torch.empty((1, *shape), device="meta"),))
+    finally:
+        for h in handles:
+            h.remove()
+    logits = {id(p) for p in model.drop_logits()}
+    seen: set[int] = set()
+    params = 0
+    for m in ran.values():
+        for p in m.parameters(recurse=False):
+            if id(p) not in logits and id(p) not in seen:
+                seen.add(id(p))
+                params += p.numel()
+    return TracedCosts(macs, params, slot_inputs)
+
+
+@dataclass(frozen=True)
+class _UnitTable:
+    """MACs of every part under each uniform strategy; valid when every slot sees the same input shape
+    whatever the units (each unit keeps the slot's output shape), so costs add up slot by slot."""
+
+    by_unit: dict[str, dict[str, int]]  # unit -> part -> MACs
+
+
+# model -> {input shape: (module fingerprint, table)}; the fingerprint (ids of all modules) makes a
+# model whose modules were replaced since (a new classifier, say) be traced again.
+_UNIT_TABLES: WeakKeyDictionary[nn.Module, dict[Shape, tuple[tuple[int, ...], _UnitTable | None]]] = \
+    WeakKeyDictionary()
+
+
+def _unit_table(model: SlotNetwork, shape: Shape) -> _UnitTable | None:
+    """Four traces (one per unit, every slot alike), once per model and input shape; None if the costs
+    are not additive (a slot's input shape depends on other slots' units)."""
+    tables = _UNIT_TABLES.setdefault(model, {})
+    fingerprint = tuple(id(m) for m in model.modules())
+    if shape not in tables or tables[shape][0] != fingerprint:
+        traces = {u: trace_costs(model, shape, Strategy.uniform(u, model.num_slots)) for u in UNITS}
+        ref = traces["S+ST"]
+        slots = set(model.slot_names)
+        additive = all(t.slot_inputs == ref.slot_inputs and len(t.slot_inputs) == len(slots) and
+                       all(t.macs[k] == v for k, v in ref.macs.items() if k not in slots) for t in traces.values())
+        tables[shape] = (fingerprint, _UnitTable({u: t.macs for u, t in traces.items()}) if additive else None)
+    return tables[shape][1]
+
+
+def _backbone_macs(model: SlotNetwork, shape: Shape, strategy: Strategy) -> dict[str, int]:
+    """Per-part MACs of any SlotNetwork: from the per-unit table (microseconds once it exists), else
+    a direct trace."""
+    table = _unit_table(model, shape)
+    if table is None:
+        return trace_costs(model, shape, strategy).macs
+    unit_of = dict(zip(model.slot_names, strategy.units))
+    return {part: table.by_unit[unit_of.get(part, "S+ST")][part] for part in table.by_unit["S+ST"]}
+
+
+def macs_breakdown(model: SlotNetwork, input_shape: Sequence[int],
+                   strategy: Strategy | str | Sequence[str] | None = None) -> dict[str, int]:
+    """MACs per clip by part: ``stem``, one entry per slot name, ``head`` (a backbone's other top-level
+    parts, e.g. MobileNetV2's ``layer1`` that is not a slot, under their own names)."""
+    strategy = _as_strategy(model, strategy)
+    if not isinstance(model, FusionTemplate):
+        return _backbone_macs(model, _shape4(input_shape), strategy)
+    keeps = iter(strategy.keep())
+    shape = _shape4(input_shape)
     out: dict[str, int] = {}
     out["stem"], shape = conv_macs(model.stem.conv, shape)
     if hasattr(model.stem, "pool"):
@@ -107,16 +296,18 @@ def macs_breakdown(model: FusionTemplate, input_shape: Sequence[int],
     return out
 
 
-def count_macs(model: FusionTemplate, input_shape: Sequence[int],
+def count_macs(model: SlotNetwork, input_shape: Sequence[int],
                strategy: Strategy | str | Sequence[str] | None = None) -> int:
     """Multiply-accumulates per clip of shape ``(C, T, H, W)`` (see the module docstring)."""
     return sum(macs_breakdown(model, input_shape, strategy).values())
 
 
-def count_params(model: FusionTemplate, strategy: Strategy | str | Sequence[str] | None = None) -> int:
-    """Parameters of the sub-network (see the module docstring)."""
+def count_params(model: SlotNetwork, strategy: Strategy | str | Sequence[str] | None = None) -> int:
+    """Parameters of the sub-network (see the module docstring); no forward pass."""
     strategy = _as_strategy(model, strategy)
-    total = sum(p.numel() for p in model.stem.parameters()) + sum(p.numel() for p in model.head.parameters())
+    total = sum(p.numel() for p in model.network_parameters())
+    logits = {id(p) for p in model.drop_logits()}
     for slot, (ks, kt) in zip(model.slots, strategy.keep()):
-        total += sum(p.numel() for m in slot.computed_modules(ks, kt) for p in m.parameters())
+        used = {id(p) for m in slot.computed_modules(ks, kt) for p in m.parameters()}
+        total -= sum(p.numel() for p in slot.parameters() if id(p) not in used and id(p) not in logits)
     return total

@@ -1,8 +1,9 @@
-"""Model configuration (the ``model`` config section) and the preset registry.
+"""Model configuration (the ``model`` config section), the template presets and the backbone names.
 
 This module imports no torch: the config layer can validate a model section and resolve a preset
-without loading the network code. ``resolve_arch`` turns a ``ModelConfig`` into an ``Arch``, the
-concrete numbers ``fusion3d.models.template.build_model`` builds from.
+without loading the network code. ``resolve_arch`` turns a ``ModelConfig`` naming a template preset
+into an ``Arch``, the concrete numbers ``fusion3d.models.template.build_model`` builds from; a name in
+``BACKBONES`` is built by ``fusion3d.models.backbones`` instead (same gates, same strategies).
 """
 
 from __future__ import annotations
@@ -18,7 +19,18 @@ def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
-PresetName = Literal["tiny", "small", "densenet121_3d"]
+# Every name ``model.name`` accepts: the template presets (``PRESETS``) and the backbones (``BACKBONES``).
+ModelName = Literal["tiny", "small", "densenet121_3d", "resnet18_3d", "resnet50_3d", "resnext50_32x4d_3d",
+                    "resnext101_32x8d_3d", "mobilenetv2_3d"]
+
+# Backbones whose blocks are fusion slots (METHOD.md section 8; built by fusion3d.models.backbones).
+# The paper's DenseNet-121 backbone is the template preset "densenet121_3d", not listed here.
+BACKBONES: tuple[str, ...] = ("resnet18_3d", "resnet50_3d", "resnext50_32x4d_3d", "resnext101_32x8d_3d",
+                              "mobilenetv2_3d")
+
+# Keys that only shape the template; setting one together with a backbone name is an error.
+TEMPLATE_ONLY_KEYS: tuple[str, ...] = ("growth", "bottleneck_factor", "blocks", "stem_channels", "stem_kernel",
+                                       "stem_stride", "stem_pool")
 
 
 @dataclass(frozen=True)
@@ -55,9 +67,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class ModelConfig:
-    """The fusion template: a preset, optional overrides, and the v-DropPath gate settings."""
+    """The fusion template or a backbone: a name, optional overrides, and the v-DropPath gate settings."""
 
-    name: PresetName = _f("tiny", "preset: tiny / small (CPU scale, 8x56x56 clips) or densenet121_3d (the paper's template)")
+    name: ModelName = _f("tiny", "template preset: tiny / small (CPU scale, 8x56x56 clips), densenet121_3d (the "
+                                 "paper's template); or a backbone with a slot per block: resnet18_3d, resnet50_3d, "
+                                 "resnext50_32x4d_3d, resnext101_32x8d_3d, mobilenetv2_3d")
     growth: int = _f(0, "dense-layer growth rate (new channels per layer); 0 = the preset's value")
     bottleneck_factor: int = _f(0, "S/T path width = bottleneck_factor * growth; 0 = the preset's value")
     blocks: list = _f([], "dense layers per block, e.g. [6, 12, 24, 16]; [] = the preset's value")
@@ -65,7 +79,8 @@ class ModelConfig:
     stem_kernel: list = _f([], "stem conv kernel [kt, kh, kw] (odd sizes, 'same' padding); [] = the preset's value")
     stem_stride: int = _f(0, "spatial stride of the stem conv (temporal stride is always 1); 0 = the preset's value")
     stem_pool: bool | None = _f(None, "MaxPool 3x3x3 stride (1,2,2) after the stem conv; null = the preset's value")
-    dropout: float | None = _f(None, "dropout before the classifier; null = the preset's value")
+    dropout: float | None = _f(None, "dropout before the classifier; null = the preset's / backbone's value")
+    width_mult: float = _f(1.0, "backbones only: multiplies every channel count (small widths for CPU runs)")
     num_classes: int = _f(0, "classifier outputs; 0 = take the number of classes from the dataset")
     drop_init: float = _f(0.1, "initial drop probability p of every S and T path (logit = log(p/(1-p)))")
     temperature: float = _f(0.2, "relaxed-Bernoulli temperature tau of the v-DropPath gates (fixed)")
@@ -76,8 +91,20 @@ class ModelConfig:
 
 def check_model_config(cfg: ModelConfig) -> None:
     """Cross-key checks; raises ``ValueError`` naming the key (``model.<key>``)."""
-    if cfg.name not in PRESETS:
-        raise ValueError(f"config key 'model.name': {cfg.name!r} is not a preset; choose one of {', '.join(PRESETS)}")
+    if cfg.name not in PRESETS and cfg.name not in BACKBONES:
+        raise ValueError(f"config key 'model.name': {cfg.name!r} is not a model; choose one of "
+                         f"{', '.join((*PRESETS, *BACKBONES))}")
+    defaults = ModelConfig()
+    if cfg.name in BACKBONES:
+        for key in TEMPLATE_ONLY_KEYS:
+            if getattr(cfg, key) != getattr(defaults, key):
+                raise ValueError(f"config key 'model.{key}' shapes the fusion template only; the backbone "
+                                 f"{cfg.name!r} does not take it (leave it at its default)")
+    elif cfg.width_mult != 1.0:
+        raise ValueError(f"config key 'model.width_mult' applies to backbones only; the template preset "
+                         f"{cfg.name!r} is sized by growth / bottleneck_factor / blocks / stem_channels")
+    if not cfg.width_mult > 0.0:
+        raise ValueError(f"config key 'model.width_mult' must be > 0, got {cfg.width_mult}")
     for key in ("growth", "bottleneck_factor", "stem_channels", "stem_stride", "num_classes"):
         if getattr(cfg, key) < 0:
             raise ValueError(f"config key 'model.{key}' must be >= 0 (0 = preset's value), got {getattr(cfg, key)}")
@@ -97,6 +124,8 @@ def check_model_config(cfg: ModelConfig) -> None:
 def resolve_arch(cfg: ModelConfig) -> Arch:
     """The preset named by ``cfg.name`` with every non-default override applied."""
     check_model_config(cfg)
+    if cfg.name not in PRESETS:
+        raise ValueError(f"config key 'model.name': {cfg.name!r} is a backbone, not a template preset")
     p = dict(PRESETS[cfg.name])
     for key in ("growth", "bottleneck_factor", "stem_channels", "stem_stride"):
         if getattr(cfg, key):

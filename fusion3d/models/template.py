@@ -46,7 +46,7 @@ from torch import nn
 
 from fusion3d.models.convs import FactorConv3d, conv1x1x1, conv1xkxk, conv3x1x1
 from fusion3d.models.network import GatedSlot, SlotNetwork, _both_dropped, _scale
-from fusion3d.models.spec import Arch, ModelConfig, resolve_arch
+from fusion3d.models.spec import BACKBONES, Arch, ModelConfig, check_model_config, resolve_arch
 
 
 def _path(in_channels: int, out_channels: int, temporal: bool, impl: str) -> nn.Sequential:
@@ -234,10 +234,20 @@ class FusionTemplate(SlotNetwork):
         return self.summary()
 
 
-def build_model(cfg: ModelConfig, num_classes: int | None = None) -> FusionTemplate:
-    """The template described by ``cfg``; ``num_classes`` is used when ``cfg.num_classes`` is 0."""
+def build_model(cfg: ModelConfig, num_classes: int | None = None) -> SlotNetwork:
+    """The template or backbone described by ``cfg``; ``num_classes`` is used when ``cfg.num_classes`` is 0.
+
+    Template presets build a ``FusionTemplate``; names in ``spec.BACKBONES`` build the backbone
+    (``fusion3d.models.backbones``). ``drop_init``, ``temperature``, ``conv_impl`` and ``dropout`` apply
+    to both."""
     n = cfg.num_classes or num_classes
     if not n:
         raise ValueError("model.num_classes is 0 (take from the dataset) and no num_classes was given")
+    if cfg.name in BACKBONES:
+        check_model_config(cfg)
+        from fusion3d.models.backbones import create  # imported here: backbones imports this module
+
+        return create(cfg.name, num_classes=int(n), width_mult=cfg.width_mult, dropout=cfg.dropout,
+                      drop_init=cfg.drop_init, temperature=cfg.temperature, conv_impl=cfg.conv_impl)
     return FusionTemplate(resolve_arch(cfg), int(n), drop_init=cfg.drop_init, temperature=cfg.temperature,
                           conv_impl=cfg.conv_impl)
