@@ -13,7 +13,14 @@ Reads ``strategies.csv`` (written by ``fusion3d sample``) and the template's dro
 - ``acc_hist.png``: histogram of the sampled strategies' top-1 with the canonical ones marked;
 - ``top_strategies.csv``: the ``top_k`` best strategies;
 - ``opt_strategy.json``: the Opt strategy (``Strategy.save`` with slot names);
-- ``analysis.json``: a summary (Opt, canonical scores, sampled mean/std, preferred-unit counts).
+- ``rf_vs_accuracy.png``: the head's static temporal receptive field of every scored strategy against
+  its score, coloured by MACs, with the Pearson and the partial (MACs held fixed) correlation
+  (``fusion3d.receptive_field``); the expected temporal receptive field under the learned drop
+  probabilities goes to ``analysis.json``;
+- with ``--cka``: ``cka.csv``, ``cka_within.png``, ``cka_between.png``, ``cka.json``, debiased
+  minibatch CKA between slots within Opt and between Opt and all-S (``fusion3d.cka.run_cka``);
+- ``analysis.json``: a summary (Opt, canonical scores, sampled mean/std, preferred-unit counts,
+  receptive-field statistics).
 
 The score is ``top1_after`` (after BatchNorm recalibration) when the sample stage recalibrated,
 else ``top1_before``. Opt is the best strategy by that score among every scored strategy
@@ -51,11 +58,29 @@ def _read_strategies(run_dir: Path) -> pd.DataFrame:
 
 
 def _template(run_dir: Path):
-    """Drop probabilities (num_slots, 2) and slot names of the run's template."""
+    """The run's trained network (the template, or a backbone trained with v-DropPath)."""
     from fusion3d.sample import load_run
 
-    _, _, model = load_run(run_dir)
-    return model.drop_probs().numpy(), model.slot_names
+    return load_run(run_dir)[2]
+
+
+def _receptive_field(df: pd.DataFrame, model, score: str, run_dir: Path) -> dict | None:
+    """``rf_vs_accuracy.png`` and its statistics, plus the expected temporal receptive field under the
+    learned drop probabilities; None for a network without a receptive-field graph."""
+    from fusion3d.receptive_field import expected_temporal_rf, plot_rf_vs_accuracy
+    from fusion3d.sample import RF_COLUMNS, _with_rf_columns
+
+    try:
+        if df[list(RF_COLUMNS)].isna().all().all():  # a file from before the columns existed
+            df = _with_rf_columns(df, model)
+        if df["rf_t_max"].isna().all():
+            return None
+        stats = plot_rf_vs_accuracy(df, run_dir / "rf_vs_accuracy.png", score)
+        stats["expected_temporal_rf"] = expected_temporal_rf(model)
+        stats["temporal_rf_range"] = [int(df["rf_t_max"].min()), int(df["rf_t_max"].max())]
+    except TypeError:  # no receptive-field graph for this network
+        return None
+    return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in stats.items()}
 
 
 def _figure4(marg: pd.DataFrame, opt: Strategy, convention: str, path: Path, title: str) -> None:
@@ -163,14 +188,17 @@ def _row_summary(row: pd.Series) -> dict:
     return out
 
 
-def run_analyze(run_dir: str | Path, top_k: int = 10) -> dict:
-    """Write the analysis files of a sampled run (see the module docstring); returns ``analysis.json``."""
+def run_analyze(run_dir: str | Path, top_k: int = 10, cka: bool = False, cka_options: dict | None = None) -> dict:
+    """Write the analysis files of a sampled run (see the module docstring); returns ``analysis.json``.
+    ``cka``: also measure layer-by-layer representation similarity (``fusion3d.cka.run_cka``, with
+    ``cka_options``), after ``opt_strategy.json`` is written."""
     import matplotlib
 
     matplotlib.use("Agg")
     run_dir = Path(run_dir)
     df = _read_strategies(run_dir)
-    drop_probs, slot_names = _template(run_dir)
+    model = _template(run_dir)
+    drop_probs, slot_names = model.drop_probs().numpy(), model.slot_names
     marg = marginals_table(drop_probs, slot_names)
     atomic_write_text(run_dir / "marginals.csv", marg.to_csv(index=False))
 
@@ -195,6 +223,12 @@ def run_analyze(run_dir: str | Path, top_k: int = 10) -> dict:
              "Unit marginals per slot, sampling convention (q = 1 - p); markers: Opt strategy")
     _acc_vs_flops(df, score, front_pos, opt.id, run_dir / "acc_vs_flops.png")
     _acc_hist(df, score, run_dir / "acc_hist.png")
+    rf = _receptive_field(df, model, score, run_dir)
+    cka_summary = None
+    if cka:
+        from fusion3d.cka import run_cka
+
+        cka_summary = run_cka(run_dir, **(cka_options or {}))
 
     sampled = df[df["source"] == "sampled"]
     best_sampled = ranked[ranked["source"] == "sampled"]
@@ -216,8 +250,12 @@ def run_analyze(run_dir: str | Path, top_k: int = 10) -> dict:
         "opt_unit_counts": opt.counts(),
         "opt_agrees_with_paper_preference": int(agree),
         "slots": len(slot_names),
+        "receptive_field": rf,
+        "cka": None if cka_summary is None else {k: cka_summary.get(k) for k in ("redundant_runs", "views")},
         "files": ["marginals.csv", "figure4.png", "figure4_sampling.png", "acc_vs_flops.png", "acc_hist.png",
-                  "top_strategies.csv", "opt_strategy.json", "analysis.json"],
+                  "top_strategies.csv", "opt_strategy.json", "analysis.json"]
+        + (["rf_vs_accuracy.png"] if rf else []) + (["cka.csv", "cka_within.png", "cka_between.png", "cka.json"]
+                                                     if cka_summary else []),
     }
     atomic_write_text(run_dir / "analysis.json", json.dumps(summary, indent=1) + "\n")
     return summary

@@ -425,9 +425,11 @@ def run_cka(run_dir: str | Path, strategies: Sequence[str] = ("opt", "S"), num_c
     fit, sel_cache = selection_cache(cfg, run_dir, progress)
     sel_ds = sel_cache.dataset(d_cfg.mean, d_cfg.std)
     used = min(int(num_clips), len(sel_ds))
+    if 4 <= used < batch_size:  # a small selection split: one minibatch of every view
+        batch_size = used
     full = used // batch_size * batch_size
     if full == 0:
-        raise ValueError(f"{len(sel_ds)} selection views: fewer than one minibatch of {batch_size}")
+        raise ValueError(f"{len(sel_ds)} selection views: fewer than the 4 the unbiased HSIC needs")
     loader = make_loader(torch.utils.data.Subset(sel_ds, range(full)), batch_size=batch_size, num_workers=0,
                          shuffle=False, seed=seed, drop_last=True)
     views = (f"selection split, first {full} views ({d_cfg.test_clips} clip x {d_cfg.test_crops} crop per video, "

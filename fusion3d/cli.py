@@ -7,7 +7,6 @@ the embedded synthetic default. Nothing here runs at import; ``main(argv)`` pars
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -101,10 +100,41 @@ def cmd_sample(args) -> int:
 def cmd_analyze(args) -> int:
     from fusion3d.analyze import run_analyze
 
-    summary = run_analyze(args.run, top_k=args.top_k)
-    print(json.dumps(summary, indent=1, default=str)[:4000])
-    print(f"wrote marginals.csv, figure4.png, acc_vs_flops.png, acc_hist.png, top_strategies.csv, opt_strategy.json "
-          f"in {args.run}")
+    options = {"num_clips": args.cka_clips, "batch_size": args.cka_batch_size, "threshold": args.cka_threshold}
+    summary = run_analyze(args.run, top_k=args.top_k, cka=args.cka, cka_options=options)
+    col = summary["score_column"]
+    print(f"{summary['strategies']} strategies; Opt {summary['opt']['strategy']} {summary['opt'][col]:.1f}% ({col})")
+    for src, row in summary["canonical"].items():
+        print(f"  {src:<16} {row[col]:5.1f}%")
+    rf = summary.get("receptive_field")
+    if rf:
+        print(f"  temporal receptive field vs score: Pearson r {rf['pearson_r']:+.2f}, partial r given MACs "
+              f"{rf['partial_r_macs']:+.2f} (n = {rf['n']}); expected temporal RF {rf['expected_temporal_rf']:.1f} frames")
+    if summary.get("cka"):
+        print(f"  CKA redundant runs (threshold {args.cka_threshold}): {summary['cka']['redundant_runs']}")
+    print(f"wrote {', '.join(summary['files'])} in {args.run}")
+    return 0
+
+
+def cmd_derive(args) -> int:
+    from fusion3d.derive import derive
+
+    shape = tuple(int(v) for v in args.input.split("x")) if args.input else None
+    d = derive(args.run, args.backbone, rule=args.rule, flops_budget=args.flops_budget, convention=args.convention,
+               input_shape=shape, width_mult=args.width_mult, out=args.out)
+    c = d["canonical"]
+    print(f"{d['backbone']} ({d['rule']}): {d['string']}")
+    print(f"  {d['macs'] / 1e9:.3f} G MACs, {d['params'] / 1e6:.2f} M params at input {d['input_shape']}; all-S "
+          f"{c['S']['macs'] / 1e9:.3f} G, all-ST {c['ST']['macs'] / 1e9:.3f} G, all-S+ST {c['S+ST']['macs'] / 1e9:.3f} G")
+    print(f"wrote {d['path']}; train it with: fusion3d retrain {args.run} --strategy {d['path']} "
+          f"model.name={d['backbone']}" + (f" model.width_mult={args.width_mult}" if args.width_mult != 1.0 else ""))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from fusion3d.report import build
+
+    print(f"wrote {build(args.run)}")
     return 0
 
 
@@ -207,7 +237,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="marginals, Figure-4 plot, accuracy vs FLOPs, top strategies, Opt")
     p.add_argument("run", help="run directory with strategies.csv")
     p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--cka", action="store_true", help="also measure debiased CKA between slots (Opt vs all-S)")
+    p.add_argument("--cka-clips", type=int, default=64, help="selection clips for CKA")
+    p.add_argument("--cka-batch-size", type=int, default=16, help="CKA minibatch size (fixed)")
+    p.add_argument("--cka-threshold", type=float, default=0.9, help="CKA above which adjacent slots are redundant")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("derive", help="derive a fusion design for a backbone from the run's marginals")
+    p.add_argument("run", help="run directory with marginals.csv (after `fusion3d analyze`)")
+    p.add_argument("--backbone", required=True, help="resnet18_3d, resnet50_3d, resnext50_32x4d_3d, "
+                   "resnext101_32x8d_3d, mobilenetv2_3d or densenet121_3d")
+    p.add_argument("--rule", default="argmax", choices=["argmax", "budget", "paper"])
+    p.add_argument("--flops-budget", type=float, default=None, help="G MACs per clip (rule budget)")
+    p.add_argument("--convention", default="paper", choices=["paper", "sampling"], help="marginals convention")
+    p.add_argument("--input", default=None, metavar="TxHxW", help="input for MACs (default: the run's clip)")
+    p.add_argument("--width-mult", type=float, default=1.0, help="backbone width multiplier")
+    p.add_argument("--out", default=None, help="design file (default RUN/derived/<backbone>_<rule>.json)")
+    p.set_defaults(func=cmd_derive)
 
     p = sub.add_parser("retrain", help="train one strategy alone with the run's recipe (the Table-2 analog)")
     p.add_argument("run", help="run directory written by `fusion3d train`")
@@ -222,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--permutations", type=int, default=10000, help="permutations for the p-values")
     p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="config overrides for the retrains")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("report", help="one HTML page and Markdown of a run (or of a demo folder)")
+    p.add_argument("run", help="run directory, or a demo folder with motion/ and appearance/")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("config", help="print the resolved config, or the schema with --schema")
     _add_config_args(p)

@@ -2,10 +2,12 @@
 
 Two datasets: ``motion`` (temporal order carries the class; time-reversed twin classes) and
 ``appearance`` (it does not). Each gets the same pipeline (synthesise -> train the tiny template
--> sample and score strategies -> analyze). The two pipelines run at the same time in two
-processes (one per core on a 2-core machine), each logging to ``<out>/<kind>.log``. Every stage's
-wall time is printed; stages not built yet are listed plainly at the end. Re-running the demo
-resumes: finished data, training and sampling are reused.
+-> sample and score strategies -> analyze, with receptive fields and CKA). The two pipelines run at
+the same time in two processes (one per core on a 2-core machine), each logging to
+``<out>/<kind>.log``. As soon as the motion analysis is done, S / ST / S+ST / Opt are each trained
+alone (the Table-2 analog, ``<out>/motion_retrain.log``). Then ResNet designs are derived from the
+motion marginals and ``<out>/report.html`` tells the story on one page. Every stage's wall time is
+printed. Re-running the demo resumes: finished data, training, sampling and retraining are reused.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from fusion3d.utils import atomic_write_text
 # Demo settings. Everything not named here is the config schema's default (configs/synth_*.yaml).
 FULL = {"classes": 6, "videos_per_class": 60, "warmup_epochs": 12, "epochs": 8, "strategies": 100}
 QUICK = {"classes": 4, "videos_per_class": 12, "warmup_epochs": 3, "epochs": 3, "strategies": 12}
-NOT_BUILT = ["derive", "report"]
 NOT_IN_DEMO = ["validate (built: `fusion3d validate RUN --num 8`; it trains 8 more strategies alone)"]
 RETRAIN = ("S", "ST", "S+ST", "opt")  # the Table-2 analog, on the motion run
+DERIVE = (("resnet18_3d", None), ("resnet50_3d", (16, 112, 112)))  # None: the run's clip size
 
 
 def demo_overrides(root: Path, out_dir: Path, kind: str, settings: dict) -> list[str]:
@@ -63,7 +65,8 @@ def pipeline(kind: str, out: str, settings: dict) -> dict:
                         lambda: train(cfg, resume="auto"))
         strategies = stage(f"sample {settings['strategies']} strategies (+ canonical), BN recalibration",
                            lambda: run_sample(cfg.run.out, num=settings["strategies"], progress=False))
-        analysis = stage("analyze", lambda: run_analyze(cfg.run.out))
+        analysis = stage("analyze (marginals, Figure 4, receptive fields, CKA)",
+                         lambda: run_analyze(cfg.run.out, cka=True))
     return {"kind": kind, "timings": timings, "summary": summary, "analysis": analysis,
             "num_strategies": len(strategies), "log": str(log_path)}
 
@@ -95,6 +98,9 @@ def _headline(r: dict) -> list[str]:
 
 
 def run_demo(out: str = "runs/demo", quick: bool = False) -> int:
+    from fusion3d.derive import derive
+    from fusion3d.report import build_demo_report
+
     settings = QUICK if quick else FULL
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +131,6 @@ def run_demo(out: str = "runs/demo", quick: bool = False) -> int:
         results["motion"]["timings"].append(
             (f"retrain {' / '.join(RETRAIN)} alone ({len(RETRAIN)} runs, 2 at a time)", time.time() - t_retrain))
         results["motion"]["retrain"] = [r["row"] for r in retrained]
-    wall = time.time() - t0
     for kind, r in results.items():
         print(f"\n== {kind}")
         for name, dt in r["timings"]:
@@ -136,9 +141,21 @@ def run_demo(out: str = "runs/demo", quick: bool = False) -> int:
             print("  Table-2 analog (trained alone, " + r["retrain"][0]["measured_on"] + "): " +
                   ", ".join(f"{row['label']} {row['top1']:.1f}%" for row in r["retrain"]))
         print(f"  figures and tables in {out_dir / kind}")
-    print(f"\ntotal wall time {wall:.1f}s (the two pipelines ran side by side)")
+    t1 = time.time()
+    designs = [derive(out_dir / "motion", backbone, input_shape=shape) for backbone, shape in DERIVE]
+    results["motion"]["timings"].append(("derive " + ", ".join(b for b, _ in DERIVE) + " designs", time.time() - t1))
+    print("\n== derived designs (motion marginals mapped by relative depth, argmax rule)")
+    for d in designs:
+        print(f"  {d['backbone']:<14} {d['string']}  {d['macs'] / 1e9:.2f} G MACs at {d['input_shape']} "
+              f"(all-S {d['canonical']['S']['macs'] / 1e9:.2f} G, all-S+ST {d['canonical']['S+ST']['macs'] / 1e9:.2f} G)"
+              f" -> {d['path']}")
+    wall = time.time() - t0
     atomic_write_text(out_dir / "demo.json", json.dumps({"wall_seconds": wall, "settings": settings, "results": results},
                                                         indent=1, default=str))
-    print("Not run by the demo yet: " + ", ".join(NOT_IN_DEMO))
-    print("Not built yet (the demo will run them once they exist): " + ", ".join(NOT_BUILT))
+    t2 = time.time()
+    report = build_demo_report(out_dir)
+    print(f"\nreport: {report} ({time.time() - t2:.1f}s)")
+    wall = time.time() - t0
+    print(f"total wall time {wall:.1f}s (the two pipelines ran side by side)")
+    print("Not run by the demo: " + ", ".join(NOT_IN_DEMO))
     return 0

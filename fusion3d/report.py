@@ -9,7 +9,9 @@ table in the README) and writes two files into the run directory:
 
 It also draws ``training_curves.png`` (loss, cross-entropy, regulariser, training and validation
 accuracy per epoch, warm-up and v-DropPath phases shaded) and ``drop_probs.png`` (the drop
-probability of every path per epoch) from ``metrics.jsonl``. A section appears only when its
+probability of every path per epoch) from ``metrics.jsonl``, and, for a template trained with depth
+gates (``model.depth_gate``; ``depth_drop_probs`` in summary.json), ``depth_keep.png`` (P(slot kept)
+per slot, CKA's redundant runs shaded when cka.json exists) for the "Depth redundancy" section. A section appears only when its
 inputs exist; a stage that has not run is named with the command that runs it. Every accuracy is
 printed next to the split and views it was measured on, copied verbatim from the files
 (``views`` in strategies.csv, ``measured_on`` in retrain.csv, ``val_views`` / ``val_measure`` in
@@ -41,6 +43,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from fusion3d.marginals import DEPTH_PNG, depth_marginals, plot_depth
 from fusion3d.utils import atomic_write_bytes, atomic_write_text
 
 REPORT_HTML = "report.html"
@@ -358,6 +361,32 @@ class RunData:
         if p is not None and len(names) != len(p):
             names = self.slot_names(len(p))
         return p, names, src
+
+    def depth_probs(self) -> tuple[np.ndarray | None, str]:
+        """(per-slot depth-gate drop probabilities p_D, where they come from); None without depth gates."""
+        if self.summary and self.summary.get("depth_drop_probs"):
+            src = f"summary.json (after epoch {self.epochs_done} of {self.total_epochs or '?'})"
+            return np.asarray(self.summary["depth_drop_probs"], dtype=float).reshape(-1), src
+        last = next((r for r in reversed(self.epochs) if r.get("depth_drop_probs")), None)
+        if last is not None:
+            src = f"metrics.jsonl, last epoch record (epoch {last['epoch']}; training not finished)"
+            return np.asarray(last["depth_drop_probs"], dtype=float).reshape(-1), src
+        return None, ""
+
+    def cka_runs(self) -> list[list[str]] | None:
+        """cka.json's redundant runs as lists of slot names (both forms ``_cka_run_text`` reads); None
+        without cka.json."""
+        if not self.cka:
+            return None
+        out = []
+        for r in self.cka.get("redundant_runs") or []:
+            if isinstance(r, dict):
+                out.append([str(x) for x in (r.get("slots") or [r.get("first"), r.get("last")]) if x is not None])
+            elif isinstance(r, (list, tuple)):
+                out.append([str(x) for x in r])
+            else:
+                out.append([str(r)])
+        return out
 
     def slot_names(self, n: int) -> list[str]:
         if self.summary and len(self.summary.get("slot_names") or []) == n:
@@ -1098,6 +1127,111 @@ def _section_marginals(run: RunData) -> Section:
     return sec
 
 
+def depth_figure(run: RunData, path: Path) -> Path | None:
+    """depth_keep.png from the run's depth drop probabilities, CKA's redundant runs shaded."""
+    d, _ = run.depth_probs()
+    if d is None:
+        return None
+    names = run.slot_names(len(d))
+    return plot_depth(d, names, path, redundant_runs=run.cka_runs() or [],
+                      title=f"Depth gate: P(slot kept) = 1 - p_D per slot ({run.name})")
+
+
+def _section_depth(run: RunData) -> Section | None:
+    """"Depth redundancy": the depth gates' P(slot kept) next to CKA's redundant runs (None without
+    depth gates)."""
+    d, src = run.depth_probs()
+    if d is None:
+        return None
+    sec = Section("depth", "Depth redundancy")
+    n = len(d)
+    names = run.slot_names(n)
+    png = run.dir / DEPTH_PNG
+    fresh = _up_to_date(png, run) and not (
+        (run.dir / "cka.json").is_file() and png.stat().st_mtime < (run.dir / "cka.json").stat().st_mtime
+    )
+    png = png if fresh else depth_figure(run, png)
+    kept = 1.0 - d
+    dropped = [nm for nm, q in zip(names, kept) if q < 0.5]
+    sec.blocks.append(
+        Para(
+            f"With `model.depth_gate` each slot has a third gate that drops the whole slot (unit none); "
+            f"P(slot kept) = 1 - p_D ({DATA_FREE}; from {src}). "
+            + (
+                f"**{len(dropped)} of {n} slots** have P(slot kept) < 0.5 (the most probable strategy drops "
+                f"them): {', '.join(_code(x) for x in dropped)}."
+                if dropped
+                else f"Every slot has P(slot kept) >= 0.5 (lowest {min(kept):.3f}, at "
+                f"{_code(names[int(np.argmin(kept))])}): no layer is judged unneeded yet."
+            )
+        )
+    )
+    cka_png = run.dir / "cka_within.png"
+    depth_img = Img(png, "P(slot kept) per slot", "Bars: P(slot kept) per slot in depth order; dashed line "
+                    "at 0.5" + ("; shaded: CKA's redundant runs of slots." if run.cka_runs() else "."))
+    if cka_png.is_file():
+        sec.blocks.append(Figures([depth_img, Img(cka_png, "CKA within one strategy")],
+                                  ["depth gate: P(slot kept)", "CKA within one strategy"]))
+    else:
+        sec.blocks.append(depth_img)
+    runs = run.cka_runs()
+    in_run: set[str] = {x for r in runs for x in r} if runs else set()
+    if runs is None:
+        sec.blocks.append(
+            Missing(
+                "cka.json is missing: no CKA redundancy to compare the depth gates with.",
+                _cmd("fusion3d", "analyze", str(run.dir), "--cka"),
+            )
+        )
+    elif not runs:
+        sec.blocks.append(Para("cka.json lists no redundant run of slots to compare the depth gates with."))
+    else:
+        thr = run.cka.get("threshold")
+        idx = {nm: i for i, nm in enumerate(names)}
+        rows = []
+        for r in runs:
+            qs = [kept[idx[x]] for x in r if x in idx]
+            low = [x for x in r if x in idx and kept[idx[x]] < 0.5]
+            rows.append([", ".join(_code(x) for x in r), _prob(np.mean(qs)) if qs else "–",
+                         _prob(min(qs)) if qs else "–", ", ".join(_code(x) for x in low) or "none"])
+        sec.blocks.append(
+            Table(
+                ["CKA redundant run", "mean P(slot kept)", "min P(slot kept)", "slots the depth gate drops"],
+                rows,
+                "Runs of consecutive slots whose adjacent CKA is above "
+                + (f"{thr}" if _isnum(thr) else "the threshold")
+                + " (cka.json), against the depth gates' keep probabilities.",
+            )
+        )
+        inside = [kept[idx[x]] for x in in_run if x in idx]
+        outside = [q for nm, q in zip(names, kept) if nm not in in_run]
+        if inside and outside:
+            sec.blocks.append(
+                Para(
+                    f"Mean P(slot kept): {np.mean(inside):.3f} in CKA redundant runs ({len(inside)} slots), "
+                    f"{np.mean(outside):.3f} elsewhere ({len(outside)} slots); the two signals agree when "
+                    "redundant slots are kept less."
+                )
+            )
+    p, _, _ = run.drop_probs()
+    if p is not None and len(p) == n:
+        m = depth_marginals(p, d, names)
+        rows = [
+            [_code(r["slot"]), _prob(r["p_D"]), _prob(r["P_kept"]), _prob(r["P_none"]), str(r["preferred_unit"]),
+             ("yes" if r["slot"] in in_run else "no") if runs is not None else "–"]
+            for _, r in m.iterrows()
+        ]
+        sec.blocks.append(
+            Table(
+                ["slot", "p_D", "P(slot kept)", "P(none), depth folded in", "preferred unit", "in a CKA redundant run"],
+                rows,
+                "Sampling convention (q = 1 - p): P(none) = p_D + (1 - p_D) p_S p_T; the other units' "
+                f"marginals are scaled by 1 - p_D; {DATA_FREE}.",
+            )
+        )
+    return sec
+
+
 def _strategy_row(label: str, r: dict, col: str) -> list[str]:
     top5 = col.replace("top1", "top5")
     return [
@@ -1572,9 +1706,11 @@ def run_document(run: RunData) -> Document:
     sections = [summary, _section_config(run), _section_training(run)]
     if run.is_fixed:
         return Document(f"fusion3d report: {run.name}", meta, sections)
+    sections += [_section_drop_probs(run), _section_marginals(run)]
+    depth = _section_depth(run)
+    if depth is not None:
+        sections.append(depth)
     sections += [
-        _section_drop_probs(run),
-        _section_marginals(run),
         _section_sampling(run),
         _section_table2(run),
         _section_validate(run),

@@ -187,15 +187,27 @@ def drop_summary(drop_probs: torch.Tensor) -> dict:
 # ----------------------------------------------------------------------------- the run
 
 
-def drop_table(slot_names, drop_probs) -> str:
-    """Per-slot drop probabilities of the S and T paths, as a readable table."""
+def drop_table(slot_names, drop_probs, depth_probs=None) -> str:
+    """Per-slot drop probabilities of the S and T paths (and of the depth gates, ``p_D``, when given),
+    as a readable table."""
     p = torch.as_tensor(drop_probs)
+    d = None if depth_probs is None else torch.as_tensor(depth_probs).tolist()
     width = max(len(n) for n in slot_names)
-    lines = [f"{'slot':<{width}}  p_S    p_T    higher"]
-    for name, (ps, pt) in zip(slot_names, p.tolist()):
-        lines.append(f"{name:<{width}}  {ps:.3f}  {pt:.3f}  {'S' if ps > pt else ('T' if pt > ps else '=')}")
+    lines = [f"{'slot':<{width}}  p_S    p_T    higher" + ("  p_D" if d is not None else "")]
+    for i, (name, (ps, pt)) in enumerate(zip(slot_names, p.tolist())):
+        lines.append(f"{name:<{width}}  {ps:.3f}  {pt:.3f}  {'S' if ps > pt else ('T' if pt > ps else '=')}"
+                     + (f"       {d[i]:.3f}" if d is not None else ""))
     lines.append(f"S-path drop prob above T-path in {int((p[:, 0] > p[:, 1]).sum())} of {len(p)} slots")
+    if d is not None:
+        lines.append(f"depth gate drop prob above 0.5 (slot none in the most probable strategy) in "
+                     f"{sum(v > 0.5 for v in d)} of {len(d)} slots")
     return "\n".join(lines)
+
+
+def _depth_record(model) -> dict:
+    """``{"depth_drop_probs": [p_D per slot]}`` when the model has depth gates, else ``{}``."""
+    d = model.depth_drop_probs()
+    return {} if d is None else {"depth_drop_probs": d.tolist()}
 
 
 def _resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
@@ -393,7 +405,8 @@ def train(cfg: Config, resume: str | None = None, init: str | None = None, max_e
                   "reg": sums["reg"] / steps_per_epoch, "train_acc": 100.0 * sums["correct"] / max(1, sums["seen"]),
                   "lr": optimizer.param_groups[0]["lr"], "data_time": sums["data_time"], "step_time": sums["step_time"],
                   "failed_videos": failed_epoch, "failed_videos_total": len(failed_seen),
-                  "drop_probs": model.drop_probs().detach().cpu().tolist(), **drop_summary(model.drop_probs())}
+                  "drop_probs": model.drop_probs().detach().cpu().tolist(), **drop_summary(model.drop_probs()),
+                  **_depth_record(model)}
         last = epoch + 1 == end_epoch
         if is_main and ((epoch + 1) % t_cfg.eval_every == 0 or last):
             record.update(_validate(model, val_loader, device, phase, t_cfg.eval_samples, seed, epoch))
@@ -408,6 +421,8 @@ def train(cfg: Config, resume: str | None = None, init: str | None = None, max_e
                 msg += f" val_top1 {record['val_top1']:.1f}%"
             if phase == "vdroppath":
                 msg += f" | p_S {p[:, 0].mean():.3f} p_T {p[:, 1].mean():.3f} (S>T in {int((p[:, 0] > p[:, 1]).sum())}/{len(p)} slots)"
+                if "depth_drop_probs" in record:
+                    msg += f" p_D {np.mean(record['depth_drop_probs']):.3f}"
             print(msg, flush=True)
             save_checkpoint(run_dir / CHECKPOINT, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -420,10 +435,10 @@ def train(cfg: Config, resume: str | None = None, init: str | None = None, max_e
             dist.barrier()
 
     if is_main and fixed is None and t_cfg.epochs > 0 and end_epoch > t_cfg.warmup_epochs:
-        print(drop_table(model.slot_names, model.drop_probs()))
+        print(drop_table(model.slot_names, model.drop_probs(), model.depth_drop_probs()))
     summary = {"epochs_done": end_epoch, "total_epochs": total_epochs, "steps": step, "weights_sha1": weights_digest(model),
                "drop_probs": model.drop_probs().detach().cpu().tolist(), "slot_names": list(model.slot_names),
-               "failed_videos": sorted(failed_seen),
+               **_depth_record(model), "failed_videos": sorted(failed_seen),
                "complete": end_epoch == total_epochs, **last_val}
     if world > 1:
         (run_dir / f"weights_rank{rank}.sha1").write_text(summary["weights_sha1"] + "\n")

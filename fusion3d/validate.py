@@ -3,8 +3,8 @@
 The paper ranks strategies by their accuracy inside the trained template and never checks that this
 ranking survives training each strategy alone. This stage checks it:
 
-1. pick ``M`` strategies from ``strategies.csv`` spread over the range of template scores (evenly
-   spaced ranks of the score column, best and worst included);
+1. pick ``M`` strategies from ``strategies.csv`` spread over the range of template scores (the
+   nearest to ``M`` scores evenly spaced from the best to the worst, both included);
 2. train each alone with the run's recipe (``fusion3d retrain``, so each lives in
    ``RUN/retrain/<id>/`` and adds a row to ``retrain.csv``; a strategy already trained alone there,
    under any label, is reused);
@@ -94,17 +94,22 @@ def permutation_p_value(stat, x, y, permutations: int = 10000, seed: int = 0) ->
 
 
 def spread_picks(scores, m: int) -> list[int]:
-    """Positions of ``m`` entries spread over the range of ``scores``: evenly spaced ranks of the
-    scores sorted best first (the best and the worst are always included); all when m >= n."""
+    """Positions of ``m`` entries spread over the range of ``scores``: for ``m`` targets evenly
+    spaced in value from the best score to the worst, the not yet picked entry nearest to each
+    (ties: the earlier position). The best and the worst are always included; all when m >= n.
+    Spacing in value rather than in rank matters when most strategies crowd at the top: a few poor
+    ones then still get picked, and the test sees the whole range."""
     scores = np.asarray(scores, dtype=float)
-    order = np.argsort(-scores, kind="stable")
-    n = len(order)
-    if m >= n:
-        return order.tolist()
+    n = len(scores)
     if m < 1:
         raise ValueError(f"num must be >= 1, got {m}")
-    ranks = np.unique(np.round(np.linspace(0, n - 1, m)).astype(int))
-    return order[ranks].tolist()
+    if m >= n:
+        return np.argsort(-scores, kind="stable").tolist()
+    picked: list[int] = []
+    for target in np.linspace(scores.max(), scores.min(), m):
+        free = [i for i in range(n) if i not in picked]
+        picked.append(min(free, key=lambda i: (abs(scores[i] - target), i)))
+    return picked
 
 
 def rank_agreement(df: pd.DataFrame, target: str = "standalone_top1", permutations: int = 10000,

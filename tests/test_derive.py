@@ -69,3 +69,74 @@ def test_budget_rule_is_the_most_probable_design_within_budget():
     assert budget_units(probs, costs, 10.0, 10.0) == ["S", "S", "S"]
     with pytest.raises(ValueError, match="cheapest"):
         budget_units(probs, costs, 10.0, 9.0)
+
+
+@pytest.fixture(scope="module")
+def analysed(tiny_motion, tmp_path_factory):
+    import shutil
+
+    from test_sample import shared_runs
+
+    from fusion3d.analyze import run_analyze
+
+    _, sampled = shared_runs(tiny_motion, tmp_path_factory)
+    run = tmp_path_factory.mktemp("derive") / "run"
+    shutil.copytree(sampled, run, ignore=shutil.ignore_patterns("retrain*", "validate*"))
+    run_analyze(run)
+    return run
+
+
+@pytest.mark.parametrize("rule", ["argmax", "paper", "budget"])
+def test_derived_design_is_a_strategy_file_for_the_backbone(analysed, rule):
+    from fusion3d.derive import derive
+    from fusion3d.models import Strategy, count_macs, count_params, create
+
+    budget = None
+    if rule == "budget":  # halfway between all-S and all-S+ST
+        c = derive(analysed, "resnet18_3d", width_mult=0.25, out=analysed / "tmp.json")["canonical"]
+        budget = (c["S"]["macs"] + c["S+ST"]["macs"]) / 2e9
+    d = derive(analysed, "resnet18_3d", rule=rule, flops_budget=budget, width_mult=0.25)
+    model = create("resnet18_3d", num_classes=d["num_classes"], width_mult=0.25)
+    s = Strategy.load(d["path"])  # the design file is a strategy file
+    assert len(s) == model.num_slots == len(d["mapping"]) and d["slots"] == model.slot_names
+    assert set(s.units) <= {"S", "ST", "S+ST"}
+    assert d["macs"] == count_macs(model, tuple(d["input_shape"]), s) and d["params"] == count_params(model, s)
+    depths = [m["depth"] for m in d["mapping"]]
+    assert depths == sorted(depths) and [m["block"] for m in d["mapping"]] == model.slot_names
+    if rule == "budget":
+        assert d["macs"] <= budget * 1e9
+    if rule == "paper":
+        assert list(s.units) == paper_units(model.num_slots)
+
+
+def test_derive_without_analysis_or_with_a_bad_rule_says_what_to_do(analysed, tmp_path):
+    from fusion3d.derive import derive
+
+    with pytest.raises(ValueError, match="budget"):
+        derive(analysed, "resnet18_3d", rule="budget")
+    with pytest.raises(ValueError, match="rule"):
+        derive(analysed, "resnet18_3d", rule="best")
+    with pytest.raises(FileNotFoundError, match="config.yaml"):
+        derive(tmp_path, "resnet18_3d")
+
+
+@pytest.mark.slow
+def test_a_backbone_trains_with_a_derived_design_through_the_cli(analysed, tiny_motion, tmp_path):
+    import json
+
+    from conftest import tiny_overrides
+
+    from fusion3d.cli import main
+
+    design = analysed / "derived" / "resnet18_3d_argmax.json"
+    if not design.is_file():
+        from fusion3d.derive import derive
+
+        derive(analysed, "resnet18_3d", width_mult=0.25)
+    over = tiny_overrides(tiny_motion, tmp_path, **{"model.name": "resnet18_3d", "model.width_mult": 0.125,
+                                                    "model.strategy": design, "train.warmup_epochs": 0,
+                                                    "train.epochs": 1})
+    assert main(["train", *over]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["complete"] and "trained alone" in summary["val_measure"]
+    assert json.loads(design.read_text())["string"] in summary["val_measure"]

@@ -59,9 +59,13 @@ def test_permutation_p_value_is_small_for_a_perfect_ranking_and_one_for_no_relat
     assert np.isnan(permutation_p_value(spearman_rho, [1, 2, 3], [5, 5, 5], permutations=10))
 
 
-def test_spread_picks_takes_evenly_spaced_ranks_best_and_worst_included():
-    scores = [50, 90, 10, 70, 30]  # ranks: 90, 70, 50, 30, 10
-    assert spread_picks(scores, 3) == [1, 0, 2]  # best (90), middle (50), worst (10)
+def test_spread_picks_takes_the_nearest_to_evenly_spaced_scores_best_and_worst_included():
+    scores = [50, 90, 10, 70, 30]
+    assert spread_picks(scores, 3) == [1, 0, 2]  # targets 90, 50, 10
+    # crowded at the top: targets 90, 60, 30 -> 90, then 88 (nearest to 60 among 88/87/86/30? 30 is 30
+    # away, 86 is 26 away), then 30
+    assert spread_picks([90, 88, 87, 86, 30], 3) == [0, 3, 4]
+    assert spread_picks([80, 80, 80], 2) == [0, 1]  # ties: the earlier position, never twice
     assert sorted(spread_picks(scores, 10)) == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError):
         spread_picks(scores, 0)

@@ -9,6 +9,20 @@ A ``SlotNetwork`` lists its slots in depth order in ``self._slots`` (a plain lis
 registered wherever the network keeps them) and gets from this base everything the trainer, the
 sampler and the analyzer use: gate modes, ``apply_strategy``, drop probabilities, sampling a
 strategy, the drop-logit parameter group. ``in_channels`` and ``num_classes`` are set by subclasses.
+
+Depth gate (optional, ``GatedSlot(..., depth_gate=True)``; the template's ``model.depth_gate``): a third
+``Gate``, ``gate_d``, that multiplies the whole slot's contribution, so v-DropPath also learns which
+layers are needed. A dropped depth gate makes the slot unit ``none`` whatever its S and T gates say
+(nothing of the slot is computed). With per-sample multipliers ``m = 1 - z`` the slot is "none" with
+the relaxed indicator ``z_slot = 1 - m_d (1 - z_s z_t)`` (1 when the depth gate or both paths drop);
+each slot kind folds ``m_d`` into its relaxed formula so that ``m_d`` in {0, 1} gives the hard units
+exactly (see ``fusion3d.models.template``). Without the depth gate ``gate_d`` is None and nothing
+(parameters, state-dict keys, outputs, random draws) differs from a network built before it existed.
+
+Strategies stay one unit (S / ST / S+ST / none) per slot: ``sample_strategy`` draws the depth gate and
+gives ``none`` where it drops; ``apply_strategy`` puts every depth gate in hard *keep* and expresses
+``none`` through the S and T gates (both hard-dropped), so a hard sub-network is described by its
+strategy alone and computes nothing at a ``none`` slot either way.
 """
 
 from __future__ import annotations
@@ -18,6 +32,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from fusion3d.models.convs import FactorConv3d
 from fusion3d.models.gate import GATE_MODES, Gate
 from fusion3d.models.strategy import Strategy, as_strategy, unit_from_keep
 
@@ -47,24 +62,31 @@ def _both_dropped(ms: Multiplier, mt: Multiplier) -> torch.Tensor | float:
     return zs * zt
 
 
-
 class GatedSlot(nn.Module):
-    """Two gated paths (``path_s``, ``path_t``) and their gates; subclasses define ``forward``."""
+    """Two gated paths (``path_s``, ``path_t``) and their gates; subclasses define ``forward``.
+
+    ``depth_gate=True`` adds ``gate_d`` (same initial drop probability and temperature), the slot's
+    depth gate (see the module docstring); otherwise ``gate_d`` is None (a plain attribute: no
+    parameter, no state-dict key)."""
 
     kind = "slot"
 
     def __init__(self, name: str, path_s: nn.Module, path_t: nn.Module, drop_init: float,
-                 temperature: float) -> None:
+                 temperature: float, depth_gate: bool = False) -> None:
         super().__init__()
         self.name = name
         self.path_s = path_s
         self.path_t = path_t
         self.gate_s = Gate(drop_init, temperature)
         self.gate_t = Gate(drop_init, temperature)
+        self.gate_d: Gate | None = Gate(drop_init, temperature) if depth_gate else None
 
     @property
     def unit(self) -> str:
-        """The fixed unit in "hard" mode; otherwise "S+ST" (both paths present)."""
+        """The fixed unit in "hard" mode ("none" whenever the depth gate is hard-dropped); otherwise
+        "S+ST" (both paths present)."""
+        if self.gate_d is not None and self.gate_d.mode == "hard" and not self.gate_d.keep:
+            return "none"
         if self.gate_s.mode == "hard" and self.gate_t.mode == "hard":
             return unit_from_keep(self.gate_s.keep, self.gate_t.keep)
         return "S+ST"
@@ -78,10 +100,32 @@ class GatedSlot(nn.Module):
             mods.append(self.path_t)
         return mods
 
-    def _paths(self, x: torch.Tensor) -> tuple[torch.Tensor | None, Multiplier, Multiplier]:
-        """Sum of the kept paths (None if both are dropped) and the two gates' multipliers."""
+    def depth_weights(self) -> list[nn.Parameter]:
+        """The conv weights the depth gate's regulariser term weighs: every convolution of the modules
+        a kept slot computes (``computed_modules(True, True)``: both paths' convs and, in a dense layer,
+        the shared 1x3x3 conv), in module order; BatchNorm parameters are not weighed (as for S / T)."""
+        seen: set[int] = set()
+        out: list[nn.Parameter] = []
+        for mod in self.computed_modules(True, True):
+            for m in mod.modules():
+                if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, FactorConv3d)) and id(m.weight) not in seen:
+                    seen.add(id(m.weight))
+                    out.append(m.weight)
+        return out
+
+    def _draw_depth(self, x: torch.Tensor) -> Multiplier:
+        """The depth gate's multiplier for this call: 1.0 without a depth gate (no random draw)."""
+        return 1.0 if self.gate_d is None else self.gate_d.draw(x.shape[0], x.device)
+
+    def _paths(self, x: torch.Tensor, md: Multiplier = 1.0) -> tuple[torch.Tensor | None, Multiplier, Multiplier]:
+        """Sum of the kept paths (None if both are dropped) and the two gates' multipliers. ``md`` is
+        the depth gate's multiplier (``_draw_depth``): None (slot dropped) computes no path and returns
+        ``(None, None, None)`` (unit none); the S and T gates still draw, so in "sample" mode every gate
+        draws once per call and ``last_keep`` is always current."""
         ms = self.gate_s.draw(x.shape[0], x.device)
         mt = self.gate_t.draw(x.shape[0], x.device)
+        if md is None:
+            return None, None, None
         h = None
         if ms is not None:
             h = _scale(self.path_s(x), ms)
@@ -91,8 +135,11 @@ class GatedSlot(nn.Module):
         return h, ms, mt
 
     def extra_repr(self) -> str:
-        return (f"name={self.name}, unit={self.unit}, mode={self.gate_s.mode}, "
-                f"p_S={self.gate_s.drop_prob:.3f}, p_T={self.gate_t.drop_prob:.3f}")
+        s = (f"name={self.name}, unit={self.unit}, mode={self.gate_s.mode}, "
+             f"p_S={self.gate_s.drop_prob:.3f}, p_T={self.gate_t.drop_prob:.3f}")
+        if self.gate_d is not None:
+            s += f", p_D={self.gate_d.drop_prob:.3f}"
+        return s
 
 
 class SlotNetwork(nn.Module):
@@ -120,9 +167,19 @@ class SlotNetwork(nn.Module):
     def slot_names(self) -> list[str]:
         return [s.name for s in self._slots]
 
+    @property
+    def has_depth_gate(self) -> bool:
+        """Whether every slot has a depth gate (``gate_d``)."""
+        return bool(self._slots) and all(getattr(s, "gate_d", None) is not None for s in self._slots)
+
+    def depth_gates(self) -> list[Gate]:
+        """The depth gates in slot order (empty without them)."""
+        return [s.gate_d for s in self._slots if getattr(s, "gate_d", None) is not None]
+
     def gates(self) -> list[Gate]:
-        """All gates, ``[slot0.S, slot0.T, slot1.S, ...]``."""
-        return [g for s in self._slots for g in (s.gate_s, s.gate_t)]
+        """All gates, ``[slot0.S, slot0.T, slot1.S, ...]``, then the depth gates ``[slot0.D, slot1.D, ...]``
+        when present (appended, so the first ``2 * num_slots`` entries keep their order)."""
+        return [g for s in self._slots for g in (s.gate_s, s.gate_t)] + self.depth_gates()
 
     def set_gate_mode(self, mode: str, generator: torch.Generator | None = None) -> None:
         """Put every gate in ``mode`` ("off", "relaxed", "hard", "sample"). "hard" keeps each gate's
@@ -139,7 +196,9 @@ class SlotNetwork(nn.Module):
 
     def apply_strategy(self, strategy: Strategy | str | Sequence[str] | None) -> None:
         """Hard mode with one fixed unit per slot (dropped paths are not computed). ``None`` goes
-        back to the mode in force before the first ``apply_strategy`` (``"off"`` by default)."""
+        back to the mode in force before the first ``apply_strategy`` (``"off"`` by default).
+        Depth gates, when present, are put in hard *keep*: a unit ``none`` is expressed by dropping
+        both paths (nothing is computed, exactly as a hard-dropped depth gate)."""
         if strategy is None:
             self.set_gate_mode(self._mode_before_hard)
             return
@@ -149,6 +208,8 @@ class SlotNetwork(nn.Module):
         for slot, (ks, kt) in zip(self._slots, strategy.keep()):
             slot.gate_s.set_mode("hard", keep=ks)
             slot.gate_t.set_mode("hard", keep=kt)
+            if getattr(slot, "gate_d", None) is not None:
+                slot.gate_d.set_mode("hard", keep=True)
         self.gate_mode = "hard"
 
     def current_strategy(self) -> Strategy:
@@ -160,10 +221,16 @@ class SlotNetwork(nn.Module):
         keeps = [(s.gate_s.last_keep, s.gate_t.last_keep) for s in self._slots]
         if any(k is None for pair in keeps for k in pair):
             return None
+        if self.has_depth_gate:  # a dropped depth gate makes the slot none
+            kept = [s.gate_d.last_keep for s in self._slots]
+            if any(k is None for k in kept):
+                return None
+            keeps = [(ks and kd, kt and kd) for (ks, kt), kd in zip(keeps, kept)]
         return Strategy.from_keep(keeps)
 
     def drop_logits(self) -> list[nn.Parameter]:
-        """The drop-logit parameters (for their own optimizer group, weight decay 0)."""
+        """The drop-logit parameters (for their own optimizer group, weight decay 0), in ``gates()``
+        order: the S / T logits, then the depth logits when present."""
         return [g.logit for g in self.gates()]
 
     def network_parameters(self) -> list[nn.Parameter]:
@@ -176,18 +243,42 @@ class SlotNetwork(nn.Module):
         logits = torch.stack([torch.stack([s.gate_s.logit, s.gate_t.logit]) for s in self._slots])
         return torch.sigmoid(logits.detach().float()).cpu()
 
+    def depth_drop_probs(self) -> torch.Tensor | None:
+        """(num_slots,) drop probabilities of the depth gates, detached, on the CPU; None without them."""
+        if not self.has_depth_gate:
+            return None
+        logits = torch.stack([s.gate_d.logit for s in self._slots])
+        return torch.sigmoid(logits.detach().float()).cpu()
+
     def gated_weights(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
         """(drop logit, gated conv weight) for every path, ``[slot0.S, slot0.T, slot1.S, ...]``."""
         return [(g.logit, path.conv.weight) for s in self._slots
                 for g, path in ((s.gate_s, s.path_s), (s.gate_t, s.path_t))]
 
+    def depth_gated_weights(self) -> list[tuple[nn.Parameter, list[nn.Parameter]]]:
+        """(depth-gate logit, the slot's conv weights ``GatedSlot.depth_weights()``) per slot; empty
+        without depth gates."""
+        return [(s.gate_d.logit, s.depth_weights()) for s in self._slots if getattr(s, "gate_d", None) is not None]
+
     def sample_strategy(self, generator: torch.Generator | None = None) -> Strategy:
         """Keep each path independently with probability 1 - p (hard Bernoulli). Uniforms come from
-        ``generator`` (a CPU torch.Generator) or torch's global CPU RNG."""
+        ``generator`` (a CPU torch.Generator) or torch's global CPU RNG. With depth gates, a further
+        ``num_slots`` uniforms (drawn after the path uniforms) drop each slot with probability p_D:
+        a dropped slot is ``none`` whatever its paths drew."""
         u = torch.rand(self.num_slots, 2, generator=generator)
-        return Strategy.from_keep((u >= self.drop_probs()).tolist())
+        keep = u >= self.drop_probs()
+        pd = self.depth_drop_probs()
+        if pd is not None:
+            keep = keep & (torch.rand(self.num_slots, generator=generator) >= pd)[:, None]
+        return Strategy.from_keep(keep.tolist())
 
     def most_probable_strategy(self) -> Strategy:
-        """Each path kept iff its keep_prob >= 0.5 (the mode of the independent Bernoullis)."""
-        return Strategy.from_keep((self.drop_probs() <= 0.5).tolist())
+        """Each path kept iff its keep_prob >= 0.5 (the mode of the independent Bernoullis); with depth
+        gates, a slot whose p_D > 0.5 is ``none`` (the mode of the three gates of the slot, which is not
+        always the most probable unit: P(none) = p_D + (1 - p_D) p_S p_T can exceed 0.5 with p_D <= 0.5)."""
+        keep = self.drop_probs() <= 0.5
+        pd = self.depth_drop_probs()
+        if pd is not None:
+            keep = keep & (pd <= 0.5)[:, None]
+        return Strategy.from_keep(keep.tolist())
 

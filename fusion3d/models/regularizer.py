@@ -17,6 +17,18 @@ log(1 - p) = logsigmoid(-logit)), so the value and its gradient stay finite for 
 
 The gradient reaches both the logits and the weights (the weight term acts as a weight decay of
 strength ``2 coef (1 - p)`` on each gated conv).
+
+Depth gates (``model.depth_gate``): each slot's depth gate, drop probability p_D, adds the same term
+with ``||W||^2`` the sum of the squared norms of every conv weight the gate multiplies, i.e. of every
+conv a kept slot computes (``GatedSlot.depth_weights``: the S and T path convs and, in a dense layer,
+the shared 1x3x3 conv; BatchNorm parameters are not weighed, as for the paths):
+
+    coef * (1 - p_D) * sum_{W in slot} ||W||^2  +  (1 / N) * [p_D log p_D + (1 - p_D) log(1 - p_D)]
+
+The S / T terms are left exactly as without the depth gate (each gate is its own Bernoulli factor with
+its own term, added), so the path convs are weighed twice, once per gate that multiplies them: their
+effective weight decay becomes ``2 coef ((1 - p) + (1 - p_D))``. A slot's depth term is larger than its
+path terms (it sums more weights), so for the same k the depth gate is pushed harder towards dropping.
 """
 
 from __future__ import annotations
@@ -52,9 +64,21 @@ def vdroppath_regularizer(logits: torch.Tensor, weight_sq_norms: torch.Tensor, k
     return (coef * q * weight_sq_norms).sum() + neg_entropy.sum() / n
 
 
+def depth_sq_norms(depth_pairs) -> torch.Tensor:
+    """Per slot, the sum of the squared norms of the weights a depth gate weighs (``depth_gated_weights``)."""
+    return torch.stack([torch.stack([w.pow(2).sum() for w in ws]).sum() for _, ws in depth_pairs])
+
+
 def template_regularizer(model, k: float, n: int, form: str = "code") -> torch.Tensor:
-    """``vdroppath_regularizer`` over every gated path of a ``FusionTemplate`` (``model.gated_weights()``)."""
+    """``vdroppath_regularizer`` over every gated path of a ``FusionTemplate`` (``model.gated_weights()``),
+    plus, when the model has depth gates, the same over the depth gates (``model.depth_gated_weights()``,
+    see the module docstring)."""
     pairs = model.gated_weights()
     logits = torch.stack([lg for lg, _ in pairs])
     norms = torch.stack([w.pow(2).sum() for _, w in pairs]).to(logits.dtype)
-    return vdroppath_regularizer(logits, norms, k, n, form)
+    reg = vdroppath_regularizer(logits, norms, k, n, form)
+    depth = model.depth_gated_weights() if hasattr(model, "depth_gated_weights") else []
+    if depth:
+        d_logits = torch.stack([lg for lg, _ in depth])
+        reg = reg + vdroppath_regularizer(d_logits, depth_sq_norms(depth).to(d_logits.dtype), k, n, form)
+    return reg

@@ -84,6 +84,8 @@ class ModelConfig:
     num_classes: int = _f(0, "classifier outputs; 0 = take the number of classes from the dataset")
     drop_init: float = _f(0.1, "initial drop probability p of every S and T path (logit = log(p/(1-p)))")
     temperature: float = _f(0.2, "relaxed-Bernoulli temperature tau of the v-DropPath gates (fixed)")
+    depth_gate: bool = _f(False, "template only: a third v-DropPath gate per slot that drops the whole slot (unit "
+                                 "none); learns which layers are needed. Same drop_init and temperature")
     conv_impl: Literal["auto", "conv3d", "conv2d"] = _f("auto", "how 3x1x1 / 1xkxk / 1x1x1 convs run: conv3d, conv2d (frames folded), auto")
     strategy: str = _f("", "train one fixed strategy alone: S, ST or S+ST (every slot), a unit string "
                            "'S|ST|...', or a strategy JSON file; empty: the template with v-DropPath")
@@ -100,6 +102,9 @@ def check_model_config(cfg: ModelConfig) -> None:
             if getattr(cfg, key) != getattr(defaults, key):
                 raise ValueError(f"config key 'model.{key}' shapes the fusion template only; the backbone "
                                  f"{cfg.name!r} does not take it (leave it at its default)")
+        if cfg.depth_gate:
+            raise ValueError(f"config key 'model.depth_gate' applies to the fusion template only; the backbone "
+                             f"{cfg.name!r} has no depth gate (leave it false)")
     elif cfg.width_mult != 1.0:
         raise ValueError(f"config key 'model.width_mult' applies to backbones only; the template preset "
                          f"{cfg.name!r} is sized by growth / bottleneck_factor / blocks / stem_channels")

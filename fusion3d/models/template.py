@@ -33,6 +33,18 @@ Relaxed mode is made consistent with these hard units: with per-sample multiplie
 - transition:  ``out = pool(m_s * S(x) + m_t * T(x) + z_s * z_t * skip(x))``,
 which equal the hard units exactly when z is 0 or 1 (the factor ``1 - z_s z_t`` is an addition to the
 paper, which only scales the paths; it matters only when both paths are dropped at once).
+
+Depth gate (``model.depth_gate``, off by default; not in the paper): each slot gets a third gate
+``gate_d`` that multiplies the whole slot's contribution. Hard-dropped, the slot is unit ``none``
+(dense: zero new channels; transition: ``pool(skip(x))``) and nothing of it is computed. Relaxed, with
+``m_d = 1 - z_d`` per sample, the slot's relaxed output is mixed with its ``none`` output:
+- dense layer: ``out = m_d * conv1x3x3(m_s * S(x) + m_t * T(x)) * (1 - z_s * z_t)``
+  (the ``none`` output is zero);
+- transition:  ``out = pool(m_d * (m_s * S(x) + m_t * T(x) + z_s * z_t * skip(x)) + (1 - m_d) * skip(x))
+  = pool(m_d * (m_s * S(x) + m_t * T(x)) + z_slot * skip(x))`` with ``z_slot = 1 - m_d (1 - z_s z_t)``,
+  the relaxed indicator of "the slot is none".
+At ``m_d = 1`` these are the formulas above (exactly: a float 1.0 multiplies nothing), at ``m_d = 0`` the
+unit ``none``; so relaxed == hard at saturated logits for every combination of the three gates.
 """
 
 from __future__ import annotations
@@ -58,9 +70,10 @@ class Slot(GatedSlot):
     """Base of the template's two slot kinds: pre-activation paths BN - ReLU - conv (1x1x1 / 3x1x1)."""
 
     def __init__(self, name: str, in_channels: int, path_channels: int, drop_init: float, temperature: float,
-                 impl: str) -> None:
+                 impl: str, depth_gate: bool = False) -> None:
         super().__init__(name, _path(in_channels, path_channels, temporal=False, impl=impl),
-                         _path(in_channels, path_channels, temporal=True, impl=impl), drop_init, temperature)
+                         _path(in_channels, path_channels, temporal=True, impl=impl), drop_init, temperature,
+                         depth_gate=depth_gate)
         self.in_channels = in_channels
         self.path_channels = path_channels
 
@@ -71,8 +84,8 @@ class DenseSlot(Slot):
     kind = "dense"
 
     def __init__(self, name: str, in_channels: int, bottleneck: int, growth: int, drop_init: float,
-                 temperature: float, impl: str) -> None:
-        super().__init__(name, in_channels, bottleneck, drop_init, temperature, impl)
+                 temperature: float, impl: str, depth_gate: bool = False) -> None:
+        super().__init__(name, in_channels, bottleneck, drop_init, temperature, impl, depth_gate)
         self.out_channels = growth
         self.shared = nn.Sequential(OrderedDict(norm=nn.BatchNorm3d(bottleneck), relu=nn.ReLU(inplace=True),
                                                 conv=conv1xkxk(bottleneck, growth, 3, impl=impl)))
@@ -82,14 +95,17 @@ class DenseSlot(Slot):
         return mods + [self.shared] if mods else mods
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, ms, mt = self._paths(x)
-        if h is None:  # unit none: zeros, nothing computed
+        md = self._draw_depth(x)
+        h, ms, mt = self._paths(x, md)
+        if h is None:  # unit none (both paths or the depth gate dropped): zeros, nothing computed
             n, _, t, hh, ww = x.shape
             return x.new_zeros(n, self.out_channels, t, hh, ww)
         out = self.shared(h)
         both = _both_dropped(ms, mt)
         if isinstance(both, torch.Tensor):
             out = _scale(out, 1.0 - both)
+        if isinstance(md, torch.Tensor):  # relaxed depth gate: m_d * out + (1 - m_d) * zeros
+            out = _scale(out, md)
         return out
 
 
@@ -107,14 +123,20 @@ class TransitionSlot(Slot):
 
     kind = "transition"
 
-    def __init__(self, name: str, in_channels: int, drop_init: float, temperature: float, impl: str) -> None:
-        super().__init__(name, in_channels, in_channels // 2, drop_init, temperature, impl)
+    def __init__(self, name: str, in_channels: int, drop_init: float, temperature: float, impl: str,
+                 depth_gate: bool = False) -> None:
+        super().__init__(name, in_channels, in_channels // 2, drop_init, temperature, impl, depth_gate)
         self.out_channels = in_channels // 2
         self.pool = nn.AvgPool3d(kernel_size=(1, 2, 2), stride=(1, 2, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, ms, mt = self._paths(x)
-        both = _both_dropped(ms, mt)
+        md = self._draw_depth(x)
+        h, ms, mt = self._paths(x, md)
+        both = _both_dropped(ms, mt)  # 1.0 when the depth gate dropped (ms = mt = None)
+        if isinstance(md, torch.Tensor):  # relaxed depth gate: pool(m_d * h + z_slot * skip)
+            if h is not None:
+                h = _scale(h, md)
+            both = 1.0 - md * (1.0 - both)  # z_slot = 1 - m_d (1 - z_s z_t), a tensor
         if isinstance(both, torch.Tensor) or both == 1.0:
             skip = _scale(channel_pool(x, self.out_channels), both)
             h = skip if h is None else h + skip
@@ -144,11 +166,12 @@ class FusionTemplate(SlotNetwork):
     """
 
     def __init__(self, arch: Arch, num_classes: int, drop_init: float = 0.1, temperature: float = 0.2,
-                 conv_impl: str = "auto", in_channels: int = 3) -> None:
+                 conv_impl: str = "auto", in_channels: int = 3, depth_gate: bool = False) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.arch = arch
+        self.depth_gate = bool(depth_gate)
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.conv_impl = conv_impl
@@ -170,12 +193,12 @@ class FusionTemplate(SlotNetwork):
             layers = []
             for i in range(1, n_layers + 1):
                 layers.append(DenseSlot(f"block{b}.layer{i}", c, arch.bottleneck, arch.growth, drop_init,
-                                        temperature, conv_impl))
+                                        temperature, conv_impl, depth_gate))
                 c += arch.growth
             features[f"block{b}"] = DenseBlock(layers)
             slots.extend(layers)
             if b < len(arch.blocks):
-                tr = TransitionSlot(f"transition{b}", c, drop_init, temperature, conv_impl)
+                tr = TransitionSlot(f"transition{b}", c, drop_init, temperature, conv_impl, depth_gate)
                 features[f"transition{b}"] = tr
                 slots.append(tr)
                 c = tr.out_channels
@@ -208,20 +231,24 @@ class FusionTemplate(SlotNetwork):
         a = self.arch
         return (f"preset={a.name}, blocks={list(a.blocks)}, growth={a.growth}, bottleneck={a.bottleneck}, "
                 f"slots={self.num_slots}, classes={self.num_classes}, gate_mode={self.gate_mode}, "
-                f"conv_impl={self.conv_impl}")
+                f"conv_impl={self.conv_impl}" + (", depth_gate=True" if self.depth_gate else ""))
 
     def summary(self) -> str:
-        """One line per slot: index, name, kind, channels, unit in force, drop probabilities."""
+        """One line per slot: index, name, kind, channels, unit in force, drop probabilities (and the
+        depth gate's, ``p_D``, when the template has depth gates)."""
         a = self.arch
         conv = self.stem.conv
         stem = (f"Conv {'x'.join(map(str, conv.kernel_size))} {conv.in_channels}->{conv.out_channels} "
                 f"stride {tuple(conv.stride)} - BN - ReLU" + (" - MaxPool 3x3x3 stride (1, 2, 2)" if a.stem_pool else ""))
+        depth = self.depth_drop_probs()
         lines = [f"FusionTemplate({self.extra_repr()})", f"  stem: {stem}",
-                 f"  {'slot':>4s}  {'name':<16s} {'kind':<10s} {'channels':<12s} {'unit':<5s} {'p_S':>6s} {'p_T':>6s}"]
+                 f"  {'slot':>4s}  {'name':<16s} {'kind':<10s} {'channels':<12s} {'unit':<5s} {'p_S':>6s} {'p_T':>6s}"
+                 + (f" {'p_D':>6s}" if depth is not None else "")]
         probs = self.drop_probs().tolist()
         for i, (slot, (ps, pt)) in enumerate(zip(self._slots, probs)):
             ch = f"{slot.in_channels}->+{slot.out_channels}" if slot.kind == "dense" else f"{slot.in_channels}->{slot.out_channels}"
-            lines.append(f"  {i:>4d}  {slot.name:<16s} {slot.kind:<10s} {ch:<12s} {slot.unit:<5s} {ps:6.3f} {pt:6.3f}")
+            lines.append(f"  {i:>4d}  {slot.name:<16s} {slot.kind:<10s} {ch:<12s} {slot.unit:<5s} {ps:6.3f} {pt:6.3f}"
+                         + (f" {float(depth[i]):6.3f}" if depth is not None else ""))
         fc = self.head.fc
         lines.append(f"  head: BN - ReLU - global avg pool - Dropout({a.dropout:g}) - Linear {fc.in_features}->{fc.out_features}")
         return "\n".join(lines)
@@ -239,7 +266,7 @@ def build_model(cfg: ModelConfig, num_classes: int | None = None) -> SlotNetwork
 
     Template presets build a ``FusionTemplate``; names in ``spec.BACKBONES`` build the backbone
     (``fusion3d.models.backbones``). ``drop_init``, ``temperature``, ``conv_impl`` and ``dropout`` apply
-    to both."""
+    to both; ``depth_gate`` to the template only (``check_model_config`` rejects it for a backbone)."""
     n = cfg.num_classes or num_classes
     if not n:
         raise ValueError("model.num_classes is 0 (take from the dataset) and no num_classes was given")
@@ -250,4 +277,4 @@ def build_model(cfg: ModelConfig, num_classes: int | None = None) -> SlotNetwork
         return create(cfg.name, num_classes=int(n), width_mult=cfg.width_mult, dropout=cfg.dropout,
                       drop_init=cfg.drop_init, temperature=cfg.temperature, conv_impl=cfg.conv_impl)
     return FusionTemplate(resolve_arch(cfg), int(n), drop_init=cfg.drop_init, temperature=cfg.temperature,
-                          conv_impl=cfg.conv_impl)
+                          conv_impl=cfg.conv_impl, depth_gate=cfg.depth_gate)
