@@ -40,13 +40,17 @@ def test_every_fusion3d_command_in_the_readme_parses():
         parser.parse_args(cmd[1:])  # raises SystemExit on a command the CLI does not accept
 
 
-def test_torchrun_command_in_the_readme_names_our_module_and_valid_keys():
-    (cmd,) = readme_commands("torchrun ")
-    i = cmd.index("fusion3d")
-    args = build_parser().parse_args(cmd[i + 1:])
+def test_torchrun_commands_in_the_readme_name_our_module_and_valid_keys():
     from fusion3d.config import load_config
 
-    load_config(ROOT / args.config, args.overrides)
+    cmds = readme_commands("torchrun ")
+    assert {c[c.index("fusion3d") + 1] for c in cmds} == {"train", "sample"}
+    for cmd in cmds:
+        args = build_parser().parse_args(cmd[cmd.index("fusion3d") + 1:])
+        if args.verb == "train":
+            load_config(ROOT / args.config, args.overrides)
+        else:  # run under torchrun by tests/test_sample.py::test_sampling_under_torchrun_gives_the_single_process_file
+            assert args.num == 100
 
 
 def test_first_run_commands_work_end_to_end(tmp_path, monkeypatch, capsys):
@@ -60,15 +64,19 @@ def test_first_run_commands_work_end_to_end(tmp_path, monkeypatch, capsys):
         "train": tiny,
         "sample": ["--num", "4", "--recal-clips", "8"],
         "analyze": [],
+        "retrain": ["train.warmup_epochs=0"],
+        "derive": [],
+        "report": [],
     }
     block = README.split("A first run on the embedded default")[1].split("```")[1]
     steps = [shlex.split(ln) for ln in block.splitlines() if ln.startswith("fusion3d ")]
-    assert [s[1] for s in steps] == ["data", "train", "sample", "analyze"]
+    assert [s[1] for s in steps] == ["data", "train", "sample", "analyze", "retrain", "derive", "report"]
     for cmd in steps:
         assert main(cmd[1:] + extra[cmd[1]]) == 0, cmd
     run = tmp_path / "runs" / "synth_motion"
     for name in ("config.yaml", "checkpoint.pt", "metrics.jsonl", "strategies.csv", "marginals.csv", "figure4.png",
-                 "opt_strategy.json"):
+                 "opt_strategy.json", "retrain.csv", "derived/resnet18_3d_argmax.json", "report.html", "report.md",
+                 "rf_vs_accuracy.png"):
         assert (run / name).stat().st_size > 0, name
     assert len(pd.read_csv(run / "strategies.csv")) >= 4
     assert main(["data", "scan", "configs/synth_motion.yaml", "--subset", "train"]) == 0
