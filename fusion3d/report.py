@@ -1127,6 +1127,10 @@ def _section_marginals(run: RunData) -> Section:
     return sec
 
 
+def _n_slots(k: int) -> str:
+    return f"{k} slot" + ("" if k == 1 else "s")
+
+
 def depth_figure(run: RunData, path: Path) -> Path | None:
     """depth_keep.png from the run's depth drop probabilities, CKA's redundant runs shaded."""
     d, _ = run.depth_probs()
@@ -1208,8 +1212,8 @@ def _section_depth(run: RunData) -> Section | None:
         if inside and outside:
             sec.blocks.append(
                 Para(
-                    f"Mean P(slot kept): {np.mean(inside):.3f} in CKA redundant runs ({len(inside)} slots), "
-                    f"{np.mean(outside):.3f} elsewhere ({len(outside)} slots); the two signals agree when "
+                    f"Mean P(slot kept): {np.mean(inside):.3f} in CKA redundant runs ({_n_slots(len(inside))}), "
+                    f"{np.mean(outside):.3f} elsewhere ({_n_slots(len(outside))}); the two signals agree when "
                     "redundant slots are kept less."
                 )
             )

@@ -17,7 +17,7 @@ from fusion3d.train import load_checkpoint
 
 PNG = b"\x89PNG\r\n\x1a\n"
 FILES = ("marginals.csv", "figure4.png", "figure4_sampling.png", "acc_vs_flops.png", "acc_hist.png",
-         "top_strategies.csv", "opt_strategy.json", "analysis.json")
+         "top_strategies.csv", "opt_strategy.json", "analysis.json", "rf_vs_accuracy.png")
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +131,13 @@ def test_analyze_without_strategies_csv_says_to_sample_first(sampled_run, tmp_pa
     shutil.copytree(sampled_run, run, ignore=shutil.ignore_patterns("strategies.csv"))
     with pytest.raises(FileNotFoundError, match="fusion3d sample"):
         run_analyze(run)
+
+
+def test_analysis_reports_receptive_field_statistics(analyzed):
+    run, summary = analyzed
+    rf = summary["receptive_field"]
+    assert rf["n"] == summary["strategies"]
+    lo, hi = rf["temporal_rf_range"]
+    assert 3 <= lo <= hi <= 15  # tiny preset: all-S sees 3 frames (stem pool), all-ST 3 + 2 x 6 slots
+    assert 3 < rf["expected_temporal_rf"] < 15
+    assert -1 <= rf["pearson_r"] <= 1 and -1 <= rf["partial_r_macs"] <= 1

@@ -191,3 +191,37 @@ def test_flip_swap_without_pairs_derives_them_from_class_names(tmp_path):
     assert TrainClips(table, cfg, seed=0).swap_pairs == [(0, 1)]
     cfg = load_config(None, ["data.flip=swap", "data.flip_swap=[[1, 2]]"]).data
     assert TrainClips(table, cfg, seed=0).swap_pairs == [(1, 2)]
+
+
+def test_selection_split_never_divides_a_group_of_clips(tmp_path):
+    """UCF101 clips of one group (gXX) are cut from one long video: they move together."""
+    from fusion3d.data.dataset import VideoTable, carve_selection
+    from fusion3d.data.formats import VideoRecord
+
+    records, frames = [], []
+    for label in range(3):
+        for g in range(1, 7):
+            for c in range(1, 2 + g % 3):  # groups of 1 to 3 clips
+                records.append(VideoRecord(f"/v/C{label}/v_C{label}_g{g:02d}_c{c:02d}.avi", label,
+                                           f"C{label}/v_C{label}_g{g:02d}_c{c:02d}", group=f"C{label}/g{g:02d}"))
+                frames.append(16)
+    table = VideoTable(records, frames, ["C0", "C1", "C2"], [], [], "test table", [])
+    fit, sel = carve_selection(table, 0.3, seed=0)
+    groups_fit = {r.group for r in fit.records}
+    groups_sel = {r.group for r in sel.records}
+    assert groups_sel and not groups_fit & groups_sel
+    assert len(fit) + len(sel) == len(table)
+    for label in range(3):
+        n = sum(r.label == label for r in records)
+        k = sum(r.label == label for r in sel.records)
+        assert round(0.3 * n) <= k < n  # whole groups until the share is reached, one group stays
+    assert "whole groups in 3 classes" in sel.source
+    assert [r.path for r in carve_selection(table, 0.3, seed=0)[1].records] == [r.path for r in sel.records]
+
+
+def test_ucf101_records_carry_their_group(synth_root, tmp_path):
+    cfg = _cfg(synth_root, tmp_path)
+    table = load_table(cfg.data, "train")
+    for r in table.records:
+        name = r.path.rsplit("/", 1)[1]
+        assert r.group == f"{r.path.rsplit('/', 2)[1]}/{name.split('_')[2]}"

@@ -149,7 +149,8 @@ def test_html_is_balanced_self_contained_and_embeds_png_data_uris(reported):
     text = html_path.read_text()
     assert "<script" not in text and "<link" not in text and "http://" not in text and "https://" not in text
     images = decoded_images(page)
-    assert len(images) == 6  # training, drop probabilities, two Figure 4, accuracy vs MACs, histogram
+    # training, drop probabilities, two Figure 4, accuracy vs MACs, histogram, receptive field vs score
+    assert len(images) == 7
     assert all(b[:8] == PNG for b in images)
     assert (run / "figure4.png").read_bytes() in images and (
         run / "training_curves.png"

@@ -101,25 +101,52 @@ def load_table(cfg: DataConfig, subset: str, progress: bool = False) -> VideoTab
 def carve_selection(table: VideoTable, fraction: float, seed: int) -> tuple[VideoTable, VideoTable]:
     """Split a training table into (fit, selection), stratified by class, deterministic for a seed.
 
-    Each class gives ``round(fraction * n)`` of its ``n`` videos to the selection split (at least
-    one when ``fraction > 0`` and the class has two or more videos). Positions keep table order.
+    Each class gives about ``round(fraction * n)`` of its ``n`` videos to the selection split (at
+    least one when ``fraction > 0`` and the class has two or more videos). Videos that share a
+    ``group`` (UCF101's ``gXX``: clips cut from one long video, near-duplicates of each other) move
+    together: whole groups, in a seeded random order, are taken until the class's share is reached,
+    and at least one group stays for training, so no group is split between the two sets. A class
+    whose training videos form a single group falls back to single videos (the source string of the
+    selection table says how many classes did). Positions keep table order.
     """
     rng = np.random.default_rng([seed, 7207])
     by_class: dict[int, list[int]] = {}
     for i, rec in enumerate(table.records):
         by_class.setdefault(rec.label, []).append(i)
     selected: set[int] = set()
+    grouped = fallback = 0
     for label in sorted(by_class):
         members = by_class[label]
         k = int(round(fraction * len(members)))
         if fraction > 0 and len(members) >= 2:
             k = min(max(k, 1), len(members) - 1)
-        selected.update(rng.permutation(members)[:k].tolist())
+        groups: dict[object, list[int]] = {}
+        for i in members:  # first-appearance order; a video without a group is a group of its own
+            groups.setdefault(table.records[i].group or ("video", i), []).append(i)
+        units = list(groups.values())
+        if len(units) == len(members):  # no shared groups: single videos (the original behaviour)
+            selected.update(rng.permutation(members)[:k].tolist())
+            continue
+        if len(units) < 2:
+            fallback += k > 0
+            selected.update(rng.permutation(members)[:k].tolist())
+            continue
+        grouped += 1
+        taken: list[int] = []
+        for g in rng.permutation(len(units)).tolist()[:len(units) - 1]:  # at least one group stays
+            if len(taken) >= k:
+                break
+            taken.extend(units[g])
+        selected.update(taken)
     fit = [i for i in range(len(table)) if i not in selected]
     sel = [i for i in range(len(table)) if i in selected]
     fit_t, sel_t = table.subset(fit), table.subset(sel)
+    how = ""
+    if grouped or fallback:
+        how = f", whole groups in {grouped} classes" + (f", single videos in {fallback} one-group classes"
+                                                          if fallback else "")
     fit_t.source = f"{table.source}, minus the selection split"
-    sel_t.source = f"{table.source}, selection split ({fraction:.0%} per class, seed {seed})"
+    sel_t.source = f"{table.source}, selection split ({fraction:.0%} per class, seed {seed}{how})"
     fit_t.excluded, fit_t.missing = table.excluded, table.missing
     return fit_t, sel_t
 

@@ -38,6 +38,8 @@ class VideoRecord:
     label: int  # class index; -1 when the subset carries no labels (official test lists)
     video_id: str  # stable id: relative path without suffix (UCF/lists), clip stem (Kinetics), id (SSv1/v2)
     num_frames: int | None = None  # when the annotation states it (frame_list), else None
+    group: str | None = None  # videos cut from one source (UCF101 "<Class>/gXX"): never split between
+    #                           the training and the selection split
 
 
 @dataclass
@@ -170,7 +172,9 @@ def parse_ucf101(root: PathLike, annotations: PathLike, subset: str, split: int 
                 )
         path = video_root / rel
         if path.is_file():
-            records.append(VideoRecord(str(path), label, _strip_suffix(rel)))
+            group = re.search(r"_g(\d+)_c\d+", rel)
+            records.append(VideoRecord(str(path), label, _strip_suffix(rel),
+                                       group=f"{classes[label]}/g{group.group(1)}" if group else None))
         else:
             missing.append(str(path))
     return ParsedDataset(records, classes, missing, "ucf101", subset, split, str(list_path))
