@@ -1067,16 +1067,15 @@ def _section_drop_probs(run: RunData) -> Section:
     return sec
 
 
+def _existing_images(run: RunData, names) -> list:
+    """``Img`` of each (file name, caption) whose file exists in the run directory."""
+    return [Img(run.dir / n, t) for n, t in names if (run.dir / n).is_file()]
+
+
 def _section_marginals(run: RunData) -> Section:
     sec = Section("marginals", "Layer-level preference (Figure 4)")
-    imgs = [
-        Img(run.dir / n, t)
-        for n, t in (
-            ("figure4.png", "Figure 4, paper convention q = 1 - sqrt(p)"),
-            ("figure4_sampling.png", "Figure 4, sampling convention q = 1 - p"),
-        )
-        if (run.dir / n).is_file()
-    ]
+    imgs = _existing_images(run, (("figure4.png", "Figure 4, paper convention q = 1 - sqrt(p)"),
+                                  ("figure4_sampling.png", "Figure 4, sampling convention q = 1 - p")))
     if not imgs and run.marginals is None:
         sec.blocks.append(
             Missing(
@@ -1380,14 +1379,8 @@ def _section_sampling(run: RunData) -> Section:
                 f"top_strategies.csv, measured on: {views}; ranked by {_score_label(col)}.",
             )
         )
-    imgs = [
-        Img(run.dir / n, t)
-        for n, t in (
-            ("acc_vs_flops.png", "accuracy vs MACs, Pareto front"),
-            ("acc_hist.png", "histogram of sampled accuracies"),
-        )
-        if (run.dir / n).is_file()
-    ]
+    imgs = _existing_images(run, (("acc_vs_flops.png", "accuracy vs MACs, Pareto front"),
+                                  ("acc_hist.png", "histogram of sampled accuracies")))
     if imgs:
         sec.blocks.append(Figures(imgs, [i.alt for i in imgs]))
         sec.blocks.append(Para(f"Both figures: {_score_label(col)}, measured on: {run.views()}."))

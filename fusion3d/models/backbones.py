@@ -404,13 +404,6 @@ class Backbone(SlotNetwork):
         lines.append(f"  head: {self._head_text()}")
         return "\n".join(lines)
 
-    def tree(self) -> str:
-        """The full ``nn.Module`` tree (what ``print`` shows for other modules)."""
-        return super().__repr__()
-
-    def __repr__(self) -> str:
-        return self.summary()
-
 
 def _round(c: float) -> int:
     return max(1, int(round(c)))

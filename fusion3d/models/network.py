@@ -149,6 +149,17 @@ class SlotNetwork(nn.Module):
     in_channels: int = 3
     num_classes: int = 0
 
+    def summary(self) -> str:
+        """One line per slot (subclasses say what); ``print(model)`` shows it."""
+        return nn.Module.__repr__(self)
+
+    def tree(self) -> str:
+        """The full ``nn.Module`` tree (what ``print`` shows for other modules)."""
+        return nn.Module.__repr__(self)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
     def _init_slots(self, slots: Sequence[GatedSlot]) -> None:
         self._slots: list[GatedSlot] = list(slots)  # a plain list: the modules are registered elsewhere
         self.gate_mode = "off"

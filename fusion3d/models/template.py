@@ -253,13 +253,6 @@ class FusionTemplate(SlotNetwork):
         lines.append(f"  head: BN - ReLU - global avg pool - Dropout({a.dropout:g}) - Linear {fc.in_features}->{fc.out_features}")
         return "\n".join(lines)
 
-    def tree(self) -> str:
-        """The full ``nn.Module`` tree (what ``print`` shows for other modules)."""
-        return super().__repr__()
-
-    def __repr__(self) -> str:
-        return self.summary()
-
 
 def build_model(cfg: ModelConfig, num_classes: int | None = None) -> SlotNetwork:
     """The template or backbone described by ``cfg``; ``num_classes`` is used when ``cfg.num_classes`` is 0.
