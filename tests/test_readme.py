@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fusion3d.cli import build_parser, main
+from fusion3d.cli import main, parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -35,9 +35,8 @@ def test_readme_shows_the_two_commands():
 def test_every_fusion3d_command_in_the_readme_parses():
     cmds = readme_commands("fusion3d ")
     assert len(cmds) >= 8
-    parser = build_parser()
     for cmd in cmds:
-        parser.parse_args(cmd[1:])  # raises SystemExit on a command the CLI does not accept
+        parse_args(cmd[1:])  # raises SystemExit on a command the CLI does not accept
 
 
 def test_torchrun_commands_in_the_readme_name_our_module_and_valid_keys():
@@ -46,7 +45,7 @@ def test_torchrun_commands_in_the_readme_name_our_module_and_valid_keys():
     cmds = readme_commands("torchrun ")
     assert {c[c.index("fusion3d") + 1] for c in cmds} == {"train", "sample"}
     for cmd in cmds:
-        args = build_parser().parse_args(cmd[cmd.index("fusion3d") + 1:])
+        args = parse_args(cmd[cmd.index("fusion3d") + 1:])
         if args.verb == "train":
             load_config(ROOT / args.config, args.overrides)
         else:  # run under torchrun by tests/test_sample.py::test_sampling_under_torchrun_gives_the_single_process_file
@@ -101,3 +100,10 @@ def test_benchmark_scripts_run(script, args, tmp_path):
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "ratio" in res.stdout or "speedup" in res.stdout
+
+
+def test_readme_images_exist():
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README)
+    assert images
+    for rel in images:
+        assert (ROOT / rel).stat().st_size > 1000, rel
