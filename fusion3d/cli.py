@@ -108,8 +108,11 @@ def cmd_analyze(args) -> int:
         print(f"  {src:<16} {row[col]:5.1f}%")
     rf = summary.get("receptive_field")
     if rf:
-        print(f"  temporal receptive field vs score: Pearson r {rf['pearson_r']:+.2f}, partial r given MACs "
-              f"{rf['partial_r_macs']:+.2f} (n = {rf['n']}); expected temporal RF {rf['expected_temporal_rf']:.1f} frames")
+        def f(v):  # None: undefined (e.g. every strategy scored the same)
+            return "n/a" if v is None else f"{v:+.2f}"
+
+        print(f"  temporal receptive field vs score: Pearson r {f(rf['pearson_r'])}, partial r given MACs "
+              f"{f(rf['partial_r_macs'])} (n = {rf['n']}); expected temporal RF {rf['expected_temporal_rf']:.1f} frames")
     if summary.get("cka"):
         print(f"  CKA redundant runs (threshold {args.cka_threshold}): {summary['cka']['redundant_runs']}")
     print(f"wrote {', '.join(summary['files'])} in {args.run}")
