@@ -363,8 +363,7 @@ def test_build_model_dispatches_on_the_config_name():
 
 
 @pytest.mark.parametrize("key,value", [("growth", 8), ("bottleneck_factor", 2), ("blocks", [1, 1]),
-                                       ("stem_channels", 8), ("stem_kernel", [1, 3, 3]), ("stem_stride", 1),
-                                       ("stem_pool", False)])
+                                       ("stem_channels", 8), ("stem_kernel", [1, 3, 3])])
 def test_template_only_keys_with_a_backbone_are_config_errors(key, value):
     with pytest.raises(ValueError, match=f"model.{key}"):
         build_model(ModelConfig(name="resnet50_3d", **{key: value}), 3)
@@ -411,3 +410,18 @@ def test_depthwise_conv_helper_and_bad_groups():
     assert conv.weight.shape == (8, 1, 1, 3, 3) and "groups=8" in repr(conv)
     with pytest.raises(ValueError):
         FactorConv3d(6, 4, 1, groups=4)
+
+
+def test_small_input_stem_options_reach_backbones_through_the_config():
+    from fusion3d.models import build_model
+    from fusion3d.models.spec import ModelConfig
+
+    x = torch.randn(1, 3, 2, 32, 32)
+    default = build_model(ModelConfig(name="resnet18_3d", width_mult=0.125), 4)
+    small = build_model(ModelConfig(name="resnet18_3d", width_mult=0.125, stem_stride=1, stem_pool=False), 4)
+    assert default.stem(x).shape[-1] == 8 and small.stem(x).shape[-1] == 32
+    assert not hasattr(small.stem, "pool") and small(x).shape == (1, 4)
+    mob = build_model(ModelConfig(name="mobilenetv2_3d", width_mult=0.25, stem_stride=1), 4)
+    assert mob.stem(x).shape[-1] == 32
+    with pytest.raises(ValueError, match="model.stem_pool"):
+        build_model(ModelConfig(name="mobilenetv2_3d", stem_pool=True), 4)

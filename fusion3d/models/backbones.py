@@ -415,7 +415,7 @@ class SlotResNet(Backbone):
     def __init__(self, name: str, block: str, layers: Sequence[int], num_classes: int, groups: int = 1,
                  width_per_group: int = 64, width_mult: float = 1.0, dropout: float | None = None,
                  drop_init: float = 0.1, temperature: float = 0.2, conv_impl: str = "auto", in_channels: int = 3,
-                 zero_init_residual: bool = False) -> None:
+                 zero_init_residual: bool = False, stem_stride: int = 2, stem_pool: bool = True) -> None:
         super().__init__()
         dropout = 0.5 if dropout is None else float(dropout)
         _check_common(num_classes, width_mult, dropout)
@@ -424,10 +424,13 @@ class SlotResNet(Backbone):
         self.width_mult, self.conv_impl = float(width_mult), conv_impl
         self.groups, self.width_per_group = groups, width_per_group
         c = _round(64 * width_mult)
-        stem = nn.Sequential(OrderedDict(
-            conv=nn.Conv3d(in_channels, c, (5, 7, 7), stride=(1, 2, 2), padding=(2, 3, 3), bias=False),
-            norm=_bn(c), relu=nn.ReLU(inplace=True),
-            pool=nn.MaxPool3d(kernel_size=3, stride=(1, 2, 2), padding=1)))
+        stem: OrderedDict[str, nn.Module] = OrderedDict(
+            conv=nn.Conv3d(in_channels, c, (5, 7, 7), stride=(1, stem_stride, stem_stride), padding=(2, 3, 3),
+                           bias=False),
+            norm=_bn(c), relu=nn.ReLU(inplace=True))
+        if stem_pool:
+            stem["pool"] = nn.MaxPool3d(kernel_size=3, stride=(1, 2, 2), padding=1)
+        stem = nn.Sequential(stem)
         stages = []
         for i, (n_blocks, base) in enumerate(zip(layers, (64, 128, 256, 512)), start=1):
             planes = _round(base * width_mult)
@@ -463,8 +466,10 @@ class SlotMobileNetV2(Backbone):
 
     def __init__(self, name: str, num_classes: int, width_mult: float = 1.0, dropout: float | None = None,
                  drop_init: float = 0.1, temperature: float = 0.2, conv_impl: str = "auto", in_channels: int = 3,
-                 zero_init_residual: bool = False) -> None:
+                 zero_init_residual: bool = False, stem_stride: int = 2, stem_pool: bool | None = None) -> None:
         super().__init__()
+        if stem_pool:
+            raise ValueError(f"config key 'model.stem_pool': {name} has no stem pool (its stem is one strided conv)")
         dropout = 0.2 if dropout is None else float(dropout)
         _check_common(num_classes, width_mult, dropout)
         self.name, self.num_classes, self.in_channels = name, int(num_classes), int(in_channels)
@@ -472,7 +477,7 @@ class SlotMobileNetV2(Backbone):
         c = make_divisible(32 * width_mult)
         last = make_divisible(1280 * max(1.0, width_mult))
         stem = nn.Sequential(OrderedDict(
-            conv=nn.Conv3d(in_channels, c, 3, stride=(1, 2, 2), padding=1, bias=False), norm=_bn(c),
+            conv=nn.Conv3d(in_channels, c, 3, stride=(1, stem_stride, stem_stride), padding=1, bias=False), norm=_bn(c),
             relu=nn.ReLU6(inplace=True)))
         stages = []
         for i, (t, channels, n_blocks, s) in enumerate(MOBILENETV2_SETTINGS, start=1):

@@ -29,8 +29,9 @@ BACKBONES: tuple[str, ...] = ("resnet18_3d", "resnet50_3d", "resnext50_32x4d_3d"
                               "mobilenetv2_3d")
 
 # Keys that only shape the template; setting one together with a backbone name is an error.
-TEMPLATE_ONLY_KEYS: tuple[str, ...] = ("growth", "bottleneck_factor", "blocks", "stem_channels", "stem_kernel",
-                                       "stem_stride", "stem_pool")
+TEMPLATE_ONLY_KEYS: tuple[str, ...] = ("growth", "bottleneck_factor", "blocks", "stem_channels", "stem_kernel")
+# stem_stride and stem_pool also shape a backbone's stem (small inputs: stride 1, no pool); MobileNetV2
+# has no stem pool, so stem_pool=true/false is refused for it by the backbone constructor.
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,10 @@ class ModelConfig:
     blocks: list = _f([], "dense layers per block, e.g. [6, 12, 24, 16]; [] = the preset's value")
     stem_channels: int = _f(0, "output channels of the stem conv; 0 = the preset's value")
     stem_kernel: list = _f([], "stem conv kernel [kt, kh, kw] (odd sizes, 'same' padding); [] = the preset's value")
-    stem_stride: int = _f(0, "spatial stride of the stem conv (temporal stride is always 1); 0 = the preset's value")
-    stem_pool: bool | None = _f(None, "MaxPool 3x3x3 stride (1,2,2) after the stem conv; null = the preset's value")
+    stem_stride: int = _f(0, "spatial stride of the stem conv (temporal stride is always 1); 0 = the preset's / "
+                                   "backbone's value (2); 1 suits small inputs")
+    stem_pool: bool | None = _f(None, "MaxPool 3x3x3 stride (1,2,2) after the stem conv; null = the preset's / "
+                                          "backbone's value (ResNets: true)")
     dropout: float | None = _f(None, "dropout before the classifier; null = the preset's / backbone's value")
     width_mult: float = _f(1.0, "backbones only: multiplies every channel count (small widths for CPU runs)")
     num_classes: int = _f(0, "classifier outputs; 0 = take the number of classes from the dataset")

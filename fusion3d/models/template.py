@@ -267,7 +267,10 @@ def build_model(cfg: ModelConfig, num_classes: int | None = None) -> SlotNetwork
         check_model_config(cfg)
         from fusion3d.models.backbones import create  # imported here: backbones imports this module
 
+        stem = {"stem_stride": cfg.stem_stride} if cfg.stem_stride else {}
+        if cfg.stem_pool is not None:
+            stem["stem_pool"] = bool(cfg.stem_pool)
         return create(cfg.name, num_classes=int(n), width_mult=cfg.width_mult, dropout=cfg.dropout,
-                      drop_init=cfg.drop_init, temperature=cfg.temperature, conv_impl=cfg.conv_impl)
+                      drop_init=cfg.drop_init, temperature=cfg.temperature, conv_impl=cfg.conv_impl, **stem)
     return FusionTemplate(resolve_arch(cfg), int(n), drop_init=cfg.drop_init, temperature=cfg.temperature,
                           conv_impl=cfg.conv_impl, depth_gate=cfg.depth_gate)
