@@ -1508,7 +1508,8 @@ def _section_table2(run: RunData) -> Section:
                     "measured on",
                 ],
                 rows,
-                "Other backbones trained with this run's recipe and data (the Table-6 analog).",
+                "Other backbones trained on this run's data (the Table-6 analog); each row's recipe, with "
+                "any overrides, is in retrain/<label>/config.yaml.",
             )
         )
     return sec
