@@ -251,10 +251,17 @@ def train(cfg: Config, resume: str | None = None, init: str | None = None, max_e
     seed_everything(seed)
     train_table, selection_table = load_splits(d_cfg, seed, progress=is_main)
     num_classes = cfg.model.num_classes or len(train_table.classes)
+    splits = {"fit": [r.path for r in train_table.records], "selection": [r.path for r in selection_table.records],
+              "selection_source": selection_table.source, "classes": list(train_table.classes)}
+    recorded_path = run_dir / "splits.json"
+    if state is not None and recorded_path.is_file():  # a resumed run must keep training on the same videos
+        recorded = json.loads(recorded_path.read_text())
+        if [recorded.get("fit"), recorded.get("selection")] != [splits["fit"], splits["selection"]]:
+            raise RuntimeError(f"cannot resume in {run_dir}: the fit / selection split rebuilt from the config differs "
+                               f"from {recorded_path} (the dataset or the split rule changed since that run); start a "
+                               "new run directory (run.out) or move this one away")
     if is_main:
-        splits = {"fit": [r.path for r in train_table.records], "selection": [r.path for r in selection_table.records],
-                  "selection_source": selection_table.source, "classes": list(train_table.classes)}
-        atomic_write_bytes(run_dir / "splits.json", json.dumps(splits, indent=1).encode())
+        atomic_write_bytes(recorded_path, json.dumps(splits, indent=1).encode())
     model = build_model(cfg.model, num_classes).to(device)
     if init is not None:
         init_state = load_checkpoint(init)

@@ -117,6 +117,17 @@ def test_resume_refuses_a_different_model(tiny_motion, tmp_path):
         train(load_config(None, over + ["model.name=small"]), resume="auto")
 
 
+def test_resume_refuses_a_changed_split(tiny_motion, tmp_path):
+    over = tiny_overrides(tiny_motion, tmp_path, **{"train.warmup_epochs": 1, "train.epochs": 1})
+    train(load_config(None, over), max_epochs=1)
+    splits = tmp_path / "run" / "splits.json"
+    recorded = json.loads(splits.read_text())
+    recorded["fit"] = recorded["fit"][1:]  # what an older split rule or a changed dataset leaves behind
+    splits.write_text(json.dumps(recorded))
+    with pytest.raises(RuntimeError, match="split rebuilt from the config differs"):
+        train(load_config(None, over), resume="auto")
+
+
 def test_two_process_ddp_run_ends_with_identical_weights(tiny_motion, tmp_path):
     over = tiny_overrides(tiny_motion, tmp_path, **{"train.epochs": 1, "train.batch_size": 2})
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
