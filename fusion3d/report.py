@@ -1067,6 +1067,12 @@ def _section_drop_probs(run: RunData) -> Section:
     return sec
 
 
+def _retrain_cells(r) -> list[str]:
+    """The cells every retrain.csv table shows: strategy, top-1, top-5, MACs, params, epochs, views."""
+    return [_code(r.get("strategy")), _pct(r.get("top1")), _pct(r.get("top5")), _macs(r.get("macs")),
+            _params(r.get("params")), str(r.get("epochs", "–")), str(r.get("measured_on", "measured on: not recorded"))]
+
+
 def _existing_images(run: RunData, names) -> list:
     """``Img`` of each (file name, caption) whose file exists in the run directory."""
     return [Img(run.dir / n, t) for n, t in names if (run.dir / n).is_file()]
@@ -1407,13 +1413,7 @@ def _table2_rows(run: RunData, t: pd.DataFrame | None = None) -> list[list[str]]
         rows.append(
             [
                 f"**{label}**{done}",
-                _code(r.get("strategy")),
-                _pct(r.get("top1")),
-                _pct(r.get("top5")),
-                _macs(r.get("macs")),
-                _params(r.get("params")),
-                str(r.get("epochs", "–")),
-                str(r.get("measured_on", "measured on: not recorded")),
+                *_retrain_cells(r),
                 _pct(s.get(col)) if s is not None else "–",
             ]
         )
@@ -1484,13 +1484,7 @@ def _section_table2(run: RunData) -> Section:
             [
                 _code(r["label"]),
                 str(r.get("model", "?")),
-                _code(r.get("strategy")),
-                _pct(r.get("top1")),
-                _pct(r.get("top5")),
-                _macs(r.get("macs")),
-                _params(r.get("params")),
-                str(r.get("epochs", "–")),
-                str(r.get("measured_on", "measured on: not recorded")),
+                *_retrain_cells(r),
             ]
             for _, r in backbones.iterrows()
         ]

@@ -76,7 +76,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion3d.models.convs import FactorConv3d, conv1x1x1, conv1xkxk, conv3x1x1
-from fusion3d.models.network import GatedSlot, SlotNetwork, _both_dropped, _scale
+from fusion3d.models.network import GatedSlot, SlotNetwork, _both_dropped, _scale, init_weights
 from fusion3d.models.spec import BACKBONES, PRESETS, ModelConfig
 from fusion3d.models.strategy import Strategy, as_strategy, resolve_strategy
 from fusion3d.models.template import build_model, channel_pool
@@ -319,14 +319,7 @@ class Backbone(SlotNetwork):
         """Kaiming-normal conv weights, BatchNorm gamma = 1 and beta = 0, zero classifier bias (the
         template's init); with ``zero_init_residual`` the last BN gamma of every slot's branch is 0.
         Gate logits are left at their initial value."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv3d, FactorConv3d)):
-                nn.init.kaiming_normal_(m.weight)
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_weights(self)
         if self.zero_init_residual:
             for slot in self._slots:
                 nn.init.zeros_(slot.branch[-1].weight)

@@ -62,6 +62,21 @@ def _both_dropped(ms: Multiplier, mt: Multiplier) -> torch.Tensor | float:
     return zs * zt
 
 
+def init_weights(model: nn.Module) -> None:
+    """The initialisation every slot network uses: Kaiming-normal conv weights, BatchNorm gamma = 1
+    and beta = 0 (not gamma = 0 as the original code did), zero classifier bias."""
+    from fusion3d.models.convs import FactorConv3d
+
+    for m in model.modules():
+        if isinstance(m, (nn.Conv3d, FactorConv3d)):
+            nn.init.kaiming_normal_(m.weight)
+        elif isinstance(m, nn.BatchNorm3d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.zeros_(m.bias)
+
+
 class GatedSlot(nn.Module):
     """Two gated paths (``path_s``, ``path_t``) and their gates; subclasses define ``forward``.
 

@@ -56,8 +56,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion3d.models.convs import FactorConv3d, conv1x1x1, conv1xkxk, conv3x1x1
-from fusion3d.models.network import GatedSlot, SlotNetwork, _both_dropped, _scale
+from fusion3d.models.convs import conv1x1x1, conv1xkxk, conv3x1x1
+from fusion3d.models.network import GatedSlot, SlotNetwork, _both_dropped, _scale, init_weights
 from fusion3d.models.spec import BACKBONES, Arch, ModelConfig, check_model_config, resolve_arch
 
 
@@ -213,14 +213,7 @@ class FusionTemplate(SlotNetwork):
     def reset_parameters(self) -> None:
         """Kaiming-normal conv weights, BatchNorm gamma = 1 and beta = 0 (not gamma = 0 as the
         original code did), zero classifier bias. Gate logits are left at their initial value."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv3d, FactorConv3d)):
-                nn.init.kaiming_normal_(m.weight)
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     # ---- forward ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
