@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -248,6 +247,3 @@ def run_validate(run_dir: str | Path, num: int = 8, workers: int = 1, overrides:
     plot_validation(picked, stats, run_dir / VALIDATE_PNG, measured_on)
     return result
 
-
-def default_workers() -> int:
-    return max(1, min(2, os.cpu_count() or 1))

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from conftest import tiny_overrides
+from test_models import _hook_calls
 
 from fusion3d.marginals import DEPTH_PNG, depth_marginals, plot_depth
 from fusion3d.models.flops import count_macs, count_params
@@ -124,21 +125,10 @@ def test_relaxed_forward_backward_reaches_every_logit():
         assert lg.grad is not None and torch.isfinite(lg.grad) and lg.grad.item() != 0.0
 
 
-def _hooks(model):
-    calls = {}
-    for slot in model.slots:
-        mods = [("S", slot.path_s), ("T", slot.path_t)] + ([("shared", slot.shared)] if isinstance(slot, DenseSlot) else [])
-        for tag, mod in mods:
-            key = f"{slot.name}:{tag}"
-            calls[key] = 0
-            mod.register_forward_hook(lambda m, i, o, key=key: calls.__setitem__(key, calls[key] + 1))
-    return calls
-
-
 @pytest.mark.parametrize("slot_index", range(6))
 def test_hard_depth_drop_equals_unit_none_exactly(slot_index):
     model = tiny().eval()
-    calls = _hooks(model)
+    calls = _hook_calls(model)
     x = clips()
     base = ["S+ST", "S", "ST", "S+ST", "ST", "S"]
     model.apply_strategy(Strategy(tuple(base)))
@@ -257,7 +247,7 @@ def test_sample_mode_drops_whole_slots_and_reports_them():
     model = tiny().eval()
     set_logits(model, [[-30.0, -30.0]] * 6, [30.0, -30.0, 0.0, -30.0, 0.0, 30.0])
     model.set_gate_mode("sample", generator=torch.Generator().manual_seed(0))
-    calls = _hooks(model)
+    calls = _hook_calls(model)
     seen = set()
     for _ in range(10):
         model(clips())
