@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fusion3d.data.clip_sampling import dense_indices, segment_indices
 from fusion3d.data.decode import decode_all, probe, read_frames
-from fusion3d.data.sampling import dense_indices, segment_indices
 
 
 def real_videos(cache: Path) -> list[Path]:

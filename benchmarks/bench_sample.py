@@ -42,7 +42,7 @@ def _median_interleaved(fns: dict, repeats: int) -> dict:
 def _train_tiny(work: Path, threads: int) -> Path:
     from fusion3d.config import load_config
     from fusion3d.data.synth import generate
-    from fusion3d.train import train
+    from fusion3d.engine.trainer import train
 
     root = generate(work / "data", kind="motion", classes=4, videos_per_class=12, seed=0)
     cfg = load_config(None, [f"data.root={root}", f"data.annotations={root / 'ucfTrainTestlist'}",
@@ -71,9 +71,10 @@ def main(argv=None) -> int:
 
     from fusion3d.data.clip_cache import build_clip_cache
     from fusion3d.data.dataset import EvalViews, load_splits, make_loader
-    from fusion3d.evaluate import predict
+    from fusion3d.engine.evaluate import predict
     from fusion3d.models import Strategy, count_macs
-    from fusion3d.sample import load_run, run_sample
+    from fusion3d.run.loading import load_run
+    from fusion3d.stages.sample import run_sample
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_sample_"))
     work.mkdir(parents=True, exist_ok=True)

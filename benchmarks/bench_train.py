@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     if args.child:
         peak_memory_child(args)
         return 0
-    from fusion3d.models.flops import count_macs
+    from fusion3d.models.macs import count_macs
 
     device = torch.device(args.device)
     shape = (3, args.frames, args.size, args.size)

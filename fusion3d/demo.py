@@ -20,7 +20,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from fusion3d.analysis.marginals import drop_summary
 from fusion3d.config import load_config
+from fusion3d.run.layout import RunDir
 from fusion3d.utils import atomic_write_text
 
 # Demo settings. Everything not named here is the config schema's default (configs/synth_*.yaml).
@@ -40,10 +42,10 @@ def demo_overrides(root: Path, out_dir: Path, kind: str, settings: dict) -> list
 
 def pipeline(kind: str, out: str, settings: dict) -> dict:
     """synth -> train -> sample -> analyze for one dataset; returns timings and headline numbers."""
-    from fusion3d.analyze import run_analyze
     from fusion3d.data.synth import generate
-    from fusion3d.sample import run_sample
-    from fusion3d.train import train
+    from fusion3d.engine.trainer import train
+    from fusion3d.stages.analyze import run_analyze
+    from fusion3d.stages.sample import run_sample
 
     out_dir = Path(out)
     log_path = out_dir / f"{kind}.log"
@@ -73,7 +75,7 @@ def pipeline(kind: str, out: str, settings: dict) -> dict:
 
 def retrain_task(out: str, kind: str, spec: str) -> dict:
     """One stand-alone training of the Table-2 analog (logged to ``<out>/<kind>_retrain.log``)."""
-    from fusion3d.retrain import run_retrain
+    from fusion3d.engine.standalone import run_retrain
 
     run = Path(out) / kind
     with open(Path(out) / f"{kind}_retrain.log", "a") as log, contextlib.redirect_stdout(log), \
@@ -87,10 +89,10 @@ def retrain_task(out: str, kind: str, spec: str) -> dict:
 def _headline(r: dict) -> list[str]:
     s, a = r["summary"], r["analysis"]
     col = a["score_column"]
-    p = s["drop_probs"]
+    d = drop_summary(s["drop_probs"])
     lines = [f"  template: posterior-predictive top-1 {s.get('val_top1', float('nan')):.1f}% on the test list; "
-             f"S-path drop prob above T-path in {sum(1 for ps, pt in p if ps > pt)}/{len(p)} slots "
-             f"(mean p_S {sum(x for x, _ in p) / len(p):.3f}, p_T {sum(y for _, y in p) / len(p):.3f})"]
+             f"S-path drop prob above T-path in {d['slots_p_s_gt_p_t']}/{d['slots']} slots "
+             f"(mean p_S {d['p_s_mean']:.3f}, p_T {d['p_t_mean']:.3f})"]
     canon = ", ".join(f"{src.replace('canonical_', 'all-')} {row[col]:.1f}%" for src, row in a["canonical"].items())
     lines.append(f"  selection split, {col}: {canon}; Opt (best of {a['strategies']}) {a['opt'][col]:.1f}% "
                  f"= {a['opt']['strategy']}")
@@ -98,8 +100,8 @@ def _headline(r: dict) -> list[str]:
 
 
 def run_demo(out: str = "runs/demo", quick: bool = False) -> int:
-    from fusion3d.derive import derive
     from fusion3d.report import build_demo_report
+    from fusion3d.stages.derive import derive
 
     settings = QUICK if quick else FULL
     out_dir = Path(out)
@@ -150,7 +152,7 @@ def run_demo(out: str = "runs/demo", quick: bool = False) -> int:
               f"(all-S {d['canonical']['S']['macs'] / 1e9:.2f} G, all-S+ST {d['canonical']['S+ST']['macs'] / 1e9:.2f} G)"
               f" -> {d['path']}")
     wall = time.time() - t0
-    atomic_write_text(out_dir / "demo.json", json.dumps({"wall_seconds": wall, "settings": settings, "results": results},
+    atomic_write_text(RunDir(out_dir).demo, json.dumps({"wall_seconds": wall, "settings": settings, "results": results},
                                                         indent=1, default=str))
     t2 = time.time()
     report = build_demo_report(out_dir)

@@ -1,10 +1,12 @@
-"""Small shared helpers: atomic file writes, seeding, device choice."""
+"""Small shared helpers: atomic file writes, one figure saver, one file lock, seeding, device choice."""
 
 from __future__ import annotations
 
 import os
 import random
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +34,37 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def save_figure(fig, path: Path, dpi: int = 120) -> None:
-    """Save a matplotlib figure atomically as PNG."""
+    """Save a matplotlib figure atomically as PNG and release it."""
     import io
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     atomic_write_bytes(Path(path), buf.getvalue())
+    try:  # a pyplot figure is also closed, so long runs do not accumulate figures
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    except Exception:  # noqa: BLE001 - closing is best effort
+        pass
+
+
+@contextmanager
+def file_lock(path: Path, blocking: bool = True, busy: str | None = None) -> Iterator[None]:
+    """Hold an exclusive inter-process lock on ``path`` (created if missing; portable, via filelock).
+
+    ``blocking=False``: raise ``RuntimeError(busy)`` at once when another process holds it."""
+    from filelock import FileLock, Timeout
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=-1 if blocking else 0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RuntimeError(busy or f"{path} is locked by another process") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def seed_everything(seed: int) -> None:

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from test_sample import shared_runs
 
-from fusion3d.analyze import run_analyze
 from fusion3d.config import from_dict
+from fusion3d.engine.checkpoint import load_checkpoint
 from fusion3d.models import Strategy, build_model
-from fusion3d.train import load_checkpoint
+from fusion3d.stages.analyze import run_analyze
 
 PNG = b"\x89PNG\r\n\x1a\n"
 FILES = ("marginals.csv", "figure4.png", "figure4_sampling.png", "acc_vs_flops.png", "acc_hist.png",

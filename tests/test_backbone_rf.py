@@ -9,9 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from fusion3d.models.backbones import BlockSlot, create
-from fusion3d.models.strategy import UNITS, Strategy
-from fusion3d.receptive_field import (
+from fusion3d.analysis.receptive_field import (
     AxisRF,
     Mark,
     Op,
@@ -25,6 +23,8 @@ from fusion3d.receptive_field import (
     trace,
     unit_probabilities,
 )
+from fusion3d.models.backbones import BlockSlot, create
+from fusion3d.models.strategy import UNITS, Strategy
 
 AXES = ("t", "h", "w")
 # small widths: a receptive field does not depend on the width (MobileNetV2 at 0.5 so that its first,

@@ -22,7 +22,7 @@ from fusion3d.models.backbones import (
     SlotResNet,
 )
 from fusion3d.models.convs import FactorConv3d, conv1xkxk
-from fusion3d.models.flops import count_macs, count_params, macs_breakdown, trace_costs
+from fusion3d.models.macs import count_macs, count_params, macs_breakdown, trace_costs
 from fusion3d.models.spec import BACKBONES, PRESETS, ModelConfig, resolve_arch
 from fusion3d.models.strategy import UNITS
 from fusion3d.models.template import FusionTemplate, build_model

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from fusion3d.bn import bn_state, load_bn_state, recalibrate_bn
+from fusion3d.engine.bn import bn_state, load_bn_state, recalibrate_bn
 from fusion3d.models import Strategy, build_model
 from fusion3d.models.spec import ModelConfig
 

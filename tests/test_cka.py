@@ -12,8 +12,7 @@ import pytest
 import torch
 from conftest import tiny_overrides
 
-from fusion3d.bn import bn_state, recalibrate_bn
-from fusion3d.cka import (
+from fusion3d.analysis.cka import (
     MinibatchCKA,
     SlotGrams,
     cka_biased,
@@ -25,13 +24,14 @@ from fusion3d.cka import (
     hsic_unbiased_matrix,
     plot_cka_heatmap,
     redundant_runs,
-    run_cka,
 )
 from fusion3d.config import load_config
+from fusion3d.engine.bn import bn_state, recalibrate_bn
+from fusion3d.engine.trainer import train
 from fusion3d.models import Strategy
 from fusion3d.models.spec import ModelConfig
 from fusion3d.models.template import build_model
-from fusion3d.train import train
+from fusion3d.stages.analyze import run_cka
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

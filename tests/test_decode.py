@@ -22,7 +22,8 @@ from videos import (
 )
 
 from fusion3d.data import decode as D
-from fusion3d.data.decode import VideoDecodeError, VideoIndex, VideoInfo, decode_all, probe, read_frames
+from fusion3d.data.decode import VideoDecodeError, VideoInfo, decode_all, probe, read_frames
+from fusion3d.data.video_index import VideoIndex
 
 N = 60  # frames per test video
 N_FOLDER = 20

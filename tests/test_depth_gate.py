@@ -16,12 +16,13 @@ import yaml
 from conftest import tiny_overrides
 from test_models import _hook_calls
 
-from fusion3d.marginals import DEPTH_PNG, depth_marginals, plot_depth
-from fusion3d.models.flops import count_macs, count_params
+from fusion3d.analysis.marginals import depth_marginals, plot_depth
+from fusion3d.models.macs import count_macs, count_params
 from fusion3d.models.regularizer import template_regularizer, vdroppath_regularizer
 from fusion3d.models.spec import BACKBONES, ModelConfig, check_model_config
 from fusion3d.models.strategy import Strategy
 from fusion3d.models.template import DenseSlot, FusionTemplate, TransitionSlot, build_model, channel_pool
+from fusion3d.run.layout import DEPTH_PNG
 
 CLIP = (3, 4, 32, 32)
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -353,7 +354,8 @@ def test_plot_depth_writes_a_png_atomically(tmp_path):
 
 def test_one_epoch_training_run_logs_depth_drop_probs(tiny_motion, tmp_path):
     from fusion3d.config import load_config
-    from fusion3d.train import CHECKPOINT, load_checkpoint, train
+    from fusion3d.engine.checkpoint import CHECKPOINT, load_checkpoint
+    from fusion3d.engine.trainer import train
 
     over = tiny_overrides(tiny_motion, tmp_path, **{"model.depth_gate": "true", "train.warmup_epochs": 0,
                                                      "train.epochs": 1, "train.eval_samples": 1})

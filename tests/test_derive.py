@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fusion3d.derive import (
+from fusion3d.analysis.design import (
     argmax_units,
     budget_units,
     depth_mapping,
@@ -77,7 +77,7 @@ def analysed(tiny_motion, tmp_path_factory):
 
     from test_sample import shared_runs
 
-    from fusion3d.analyze import run_analyze
+    from fusion3d.stages.analyze import run_analyze
 
     _, sampled = shared_runs(tiny_motion, tmp_path_factory)
     run = tmp_path_factory.mktemp("derive") / "run"
@@ -88,8 +88,8 @@ def analysed(tiny_motion, tmp_path_factory):
 
 @pytest.mark.parametrize("rule", ["argmax", "paper", "budget"])
 def test_derived_design_is_a_strategy_file_for_the_backbone(analysed, rule):
-    from fusion3d.derive import derive
     from fusion3d.models import Strategy, count_macs, count_params, create
+    from fusion3d.stages.derive import derive
 
     budget = None
     if rule == "budget":  # halfway between all-S and all-S+ST
@@ -110,7 +110,7 @@ def test_derived_design_is_a_strategy_file_for_the_backbone(analysed, rule):
 
 
 def test_derive_without_analysis_or_with_a_bad_rule_says_what_to_do(analysed, tmp_path):
-    from fusion3d.derive import derive
+    from fusion3d.stages.derive import derive
 
     with pytest.raises(ValueError, match="budget"):
         derive(analysed, "resnet18_3d", rule="budget")
@@ -130,7 +130,7 @@ def test_a_backbone_trains_with_a_derived_design_through_the_cli(analysed, tiny_
 
     design = analysed / "derived" / "resnet18_3d_argmax.json"
     if not design.is_file():
-        from fusion3d.derive import derive
+        from fusion3d.stages.derive import derive
 
         derive(analysed, "resnet18_3d", width_mult=0.25)
     over = tiny_overrides(tiny_motion, tmp_path, **{"model.name": "resnet18_3d", "model.width_mult": 0.125,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fusion3d.marginals import keep_probs, marginals_table, pareto_front, unit_marginals
+from fusion3d.analysis.marginals import keep_probs, marginals_table, unit_marginals
+from fusion3d.analysis.stats import pareto_front
 
 
 def test_keep_probability_paper_convention_is_one_minus_sqrt_p():

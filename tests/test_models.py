@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from fusion3d.models.flops import count_macs, count_params, macs_breakdown
 from fusion3d.models.gate import Gate
+from fusion3d.models.macs import count_macs, count_params, macs_breakdown
 from fusion3d.models.spec import BACKBONES, PRESETS, ModelConfig, resolve_arch
 from fusion3d.models.strategy import Strategy
 from fusion3d.models.template import DenseSlot, FusionTemplate, TransitionSlot, build_model, channel_pool
@@ -361,7 +361,7 @@ def test_all_s_cpu_presets_are_blind_to_temporal_order_and_all_st_is_not():
 
 
 def test_pool_output_shape_matches_torch_with_ceil_mode():
-    from fusion3d.models.flops import _pool_shape as pool_output_shape
+    from fusion3d.models.macs import _pool_shape as pool_output_shape
 
     for n, k, s, p in [(7, 3, 2, 0), (8, 3, 2, 1), (5, 2, 2, 0), (9, 3, 3, 1)]:
         pool = torch.nn.MaxPool3d(k, s, p, ceil_mode=True)

@@ -10,11 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from fusion3d.models import Strategy
-from fusion3d.models.spec import ModelConfig
-from fusion3d.models.strategy import UNITS
-from fusion3d.models.template import DenseSlot, TransitionSlot, build_model
-from fusion3d.receptive_field import (
+from fusion3d.analysis.receptive_field import (
     RF,
     AxisRF,
     Mark,
@@ -32,6 +28,10 @@ from fusion3d.receptive_field import (
     trace,
     unit_probabilities,
 )
+from fusion3d.models import Strategy
+from fusion3d.models.spec import ModelConfig
+from fusion3d.models.strategy import UNITS
+from fusion3d.models.template import DenseSlot, TransitionSlot, build_model
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

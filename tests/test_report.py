@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from test_sample import shared_runs
 
-from fusion3d.analyze import run_analyze
+from fusion3d.engine.standalone import run_retrain
 from fusion3d.report import RunData, build_demo_report, build_report, headline
-from fusion3d.retrain import run_retrain
+from fusion3d.stages.analyze import run_analyze
 
 PNG = b"\x89PNG\r\n\x1a\n"
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}

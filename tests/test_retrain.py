@@ -9,9 +9,10 @@ from conftest import tiny_overrides
 
 from fusion3d.cli import main
 from fusion3d.config import load_config
+from fusion3d.engine.checkpoint import CHECKPOINT, load_checkpoint
+from fusion3d.engine.trainer import train
 from fusion3d.models import build_model
 from fusion3d.models.strategy import Strategy
-from fusion3d.train import CHECKPOINT, load_checkpoint, train
 from fusion3d.utils import seed_everything
 
 

@@ -12,9 +12,12 @@ import torch
 from conftest import tiny_overrides
 
 from fusion3d.config import from_dict, load_config
+from fusion3d.engine.checkpoint import load_checkpoint
+from fusion3d.engine.trainer import train
 from fusion3d.models import Strategy, build_model, count_macs, count_params
-from fusion3d.sample import COLUMNS, _RowWriter, read_strategies, run_sample, strategy_plan
-from fusion3d.train import load_checkpoint, train
+from fusion3d.run.strategies import COLUMNS, read_strategies
+from fusion3d.run.strategies import RowWriter as _RowWriter
+from fusion3d.stages.sample import run_sample, strategy_plan
 
 EXPECTED_COLUMNS = ["strategy", "id", "source", "top1_before", "top5_before", "top1_after", "top5_after", "macs",
                     "params", "n_S", "n_ST", "n_S+ST", "n_none", "views", "seconds", "rf_t_min", "rf_t_max",
@@ -231,7 +234,7 @@ def test_an_unsharded_run_merges_what_finished_shards_left_and_resumes_the_rest(
 
 @pytest.mark.parametrize("bad", ["2/2", "1", "a/b", "0/0"])
 def test_bad_shard_spec_is_refused(bad):
-    from fusion3d.sample import shard_spec
+    from fusion3d.run.strategies import shard_spec
 
     with pytest.raises(ValueError, match="shard"):
         shard_spec(bad)
@@ -265,7 +268,7 @@ def test_sampling_under_torchrun_gives_the_single_process_file(sampled, trained,
 
 
 def test_receptive_field_columns_match_the_strategy(sampled):
-    from fusion3d.receptive_field import strategy_rf_columns
+    from fusion3d.analysis.receptive_field import strategy_rf_columns
 
     run, df = sampled
     model, _ = _model(run)

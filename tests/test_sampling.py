@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fusion3d.data.sampling import clip_indices, dense_indices, segment_indices
+from fusion3d.data.clip_sampling import clip_indices, dense_indices, segment_indices
 
 
 def test_dense_training_clip_has_fixed_stride_and_stays_inside():

@@ -36,7 +36,7 @@ def rng(seed: int) -> np.random.Generator:
 
 
 def test_class_names_and_limits():
-    assert KINDS == ("motion", "appearance", "mixed")
+    assert KINDS == ("motion", "appearance", "mixed", "texture", "order")
     assert class_names("motion", 6) == ["MoveRight", "MoveLeft", "RotateCW", "RotateCCW", "Expand", "Contract"]
     assert len(MOTION_PAIRS) >= 8
     for kind in KINDS:
@@ -167,8 +167,130 @@ def test_mixed_needs_shape_and_direction():
 def test_render_video_argument_errors():
     with pytest.raises(ValueError, match="label"):
         render_video("motion", 6, 6, T, S, rng(0))
-    with pytest.raises(ValueError, match="kind.*motion, appearance, mixed"):
-        render_video("texture", 0, 6, T, S, rng(0))
+    with pytest.raises(ValueError, match="kind.*motion, appearance, mixed, texture, order"):
+        render_video("colour", 0, 6, T, S, rng(0))
+    with pytest.raises(ValueError, match="even"):
+        render_video("texture", 0, 3, T, S, rng(0))
+    with pytest.raises(ValueError, match="render_video"):
+        make_scene("order", 0, 2, T, S, rng(0))
+
+
+# --------------------------------------------------------------------------------------------
+# texture (early kind) and order (late kind)
+
+
+def test_texture_and_order_classes():
+    assert class_names("texture", 4) == ["DriftRight", "DriftLeft", "DriftDown", "DriftUp"]
+    assert class_names("order", 4) == ["WideThenTall", "TallThenWide", "RisingThenFalling", "FallingThenRising"]
+    assert max_classes("texture") == 2 * len(synth.TEXTURE_PAIRS) and max_classes("order") == 2 * len(synth.ORDER_PAIRS)
+    assert hflip_pairs("texture", 4) == [[0, 1]]  # Down/Up are mirror-invariant
+    assert hflip_pairs("order", 4) == [[2, 3]]  # a mirror turns "/" into "\"; wide and tall stay
+    assert synth.hflip_unpaired("order", 2) == [] and synth.hflip_unpaired("texture", 4) == []
+
+
+@pytest.mark.parametrize("kind", ["texture", "order"])
+def test_new_kinds_are_exact_time_reversed_twins(kind):
+    n = max_classes(kind)
+    for pair in range(n // 2):
+        for seed in range(3):
+            fwd = render_video(kind, 2 * pair, n, T, S, rng(seed))
+            rev = render_video(kind, 2 * pair + 1, n, T, S, rng(seed))
+            assert fwd.shape == (T, S, S, 3) and fwd.dtype == np.uint8
+            np.testing.assert_array_equal(rev, fwd[::-1])  # the same frames, in the other order
+            assert not np.array_equal(fwd, rev)
+            np.testing.assert_array_equal(fwd, render_video(kind, 2 * pair, n, T, S, rng(seed)))  # deterministic
+
+
+def _pool2(a: np.ndarray) -> np.ndarray:
+    """2x2 average pooling over the last two axes."""
+    return a.reshape(*a.shape[:-2], a.shape[-2] // 2, 2, a.shape[-1] // 2, 2).mean(axis=(-3, -1))
+
+
+@pytest.mark.parametrize("label", [0, 2])
+def test_texture_signal_is_fine_and_drifts(label):
+    axis = synth.TEXTURE_PAIRS[label // 2][2]
+    v = synth._TEXTURE_SPEED
+    for seed in range(3):
+        c = synth.texture_carrier(label, T, S, rng(seed))
+        assert c.shape == (T, S, S) and set(np.unique(c)) == {-1.0, 1.0}  # uniform magnitude: no energy pattern
+        np.testing.assert_array_equal(_pool2(c), 0.0)  # gone after the first 2x2 average pooling
+        np.testing.assert_array_equal(c[:, 1::2] + c[:, ::2] if axis == 0 else c[:, :, 1::2] + c[:, :, ::2], 0.0)
+        # the forward video drifts right (axis 0) or down (axis 1) by v pixels per frame
+        along = 2 if axis == 0 else 1
+        np.testing.assert_array_equal(np.take(c[1:], np.arange(v, S), axis=along),
+                                      np.take(c[:-1], np.arange(0, S - v), axis=along))
+        assert not np.array_equal(c[1:], c[:-1])
+
+
+def test_texture_signal_vanishes_after_2x2_pooling(monkeypatch):
+    """The same video with and without the fine texture: 2x2-pooled, equal up to clipping and rounding."""
+    for label in (0, 3):
+        for seed in range(3):
+            with_texture = render_video("texture", label, 4, T, S, rng(seed)).astype(float)
+            monkeypatch.setattr(synth, "texture_carrier", lambda *a, f=synth.texture_carrier: 0.0 * f(*a))  # no texture
+            without = render_video("texture", label, 4, T, S, rng(seed)).astype(float)
+            monkeypatch.undo()
+            assert np.abs(with_texture - without).mean() > 15  # strong at full resolution
+            pooled = np.abs(_pool2(with_texture.transpose(0, 3, 1, 2)) - _pool2(without.transpose(0, 3, 1, 2)))
+            assert pooled.mean() < 0.5 and pooled.max() <= 4  # rounding and the noise's rare clipping only
+
+
+def test_order_arrangements():
+    for seed in range(20):
+        a, b = synth.order_schedule(T, rng(seed))
+        assert 0 <= a and b == a + synth._ORDER_SHOW + synth._ORDER_GAP and b + synth._ORDER_SHOW <= T
+        for _, _, first, second in synth.ORDER_PAIRS:
+            for angle in (first, second):
+                dots = synth._dot_pair(angle, S, rng(seed))
+                d = dots[1] - dots[0]
+                sep = np.hypot(*d)
+                assert synth._ORDER_SEPARATION[0] * S - 1e-9 <= sep <= synth._ORDER_SEPARATION[1] * S + 1e-9
+                assert abs((math.degrees(math.atan2(d[1], d[0])) - angle + 90) % 180 - 90) <= 10 + 1e-9
+                assert np.all(dots >= synth._ORDER_MARGIN * S - 1e-9) and np.all(dots <= S - synth._ORDER_MARGIN * S + 1e-9)
+
+
+def test_order_dots_only_during_the_event(monkeypatch):
+    n = max_classes("order")
+    for seed in range(5):
+        video = render_video("order", 0, n, T, S, rng(seed))
+        monkeypatch.setattr(synth, "_draw", lambda *a: None)  # no dots: the same draws, background only
+        background = render_video("order", 0, n, T, S, rng(seed))
+        monkeypatch.undo()
+        shown = np.flatnonzero([not np.array_equal(f, g) for f, g in zip(video, background)])
+        a, b = synth.order_schedule(T, synth._streams(rng(seed))["motion"])
+        np.testing.assert_array_equal(shown, np.r_[a:a + synth._ORDER_SHOW, b:b + synth._ORDER_SHOW])
+        assert np.all(np.diff(shown) == 1)  # one short event: the second arrangement follows the first at once
+
+
+def test_order_frames_are_a_permutation_between_twins():
+    """Label 2p and 2p + 1 from the same generator: the same set of frames in reverse order, so
+    per-frame content (pooled over time) cannot tell the order."""
+    for seed in range(5):
+        fwd = render_video("order", 0, 2, T, S, rng(seed))
+        rev = render_video("order", 1, 2, T, S, rng(seed))
+        key = lambda v: sorted(f.tobytes() for f in v)  # noqa: E731
+        assert key(fwd) == key(rev) and not np.array_equal(fwd, rev)
+
+
+def test_generate_test_per_class_and_new_kinds(tmp_path):
+    out = generate(tmp_path / "t", kind="texture", classes=2, videos_per_class=6, frames=T, size=S, seed=1,
+                   test_per_class=4)
+    test = (out / "ucfTrainTestlist" / "testlist01.txt").read_text().splitlines()
+    train = (out / "ucfTrainTestlist" / "trainlist01.txt").read_text().splitlines()
+    assert len(test) == 2 * 4 and len(train) == 2 * 2
+    assert json.loads((out / "synth.json").read_text())["test_per_class"] == 4
+    assert _decode(out / "DriftLeft" / "v_DriftLeft_g01_c01.mp4").shape == (T, S, S, 3)
+    # the split does not change a video's bytes; without test_per_class synth.json keeps its old form
+    other = generate(tmp_path / "u", kind="texture", classes=2, videos_per_class=6, frames=T, size=S, seed=1)
+    assert "test_per_class" not in json.loads((other / "synth.json").read_text())
+    rel = "DriftRight/v_DriftRight_g01_c02.mp4"
+    assert (out / rel).read_bytes() == (other / rel).read_bytes()
+    with pytest.raises(ValueError, match="'test_per_class' must be < videos_per_class"):
+        generate(tmp_path / "v", kind="order", classes=2, videos_per_class=4, frames=T, size=S, test_per_class=4)
+    a = _tree(generate(tmp_path / "o1", kind="order", classes=2, videos_per_class=3, frames=T, size=S, seed=2))
+    b = _tree(generate(tmp_path / "o2", kind="order", classes=2, videos_per_class=3, frames=T, size=S, seed=2,
+                       workers=2))
+    assert a == b
 
 
 # --------------------------------------------------------------------------------------------

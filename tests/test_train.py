@@ -17,7 +17,8 @@ import torch
 from conftest import tiny_overrides
 
 from fusion3d.config import load_config
-from fusion3d.train import CHECKPOINT, load_checkpoint, lr_factor, train
+from fusion3d.engine.checkpoint import CHECKPOINT, load_checkpoint
+from fusion3d.engine.trainer import lr_factor, train
 
 PY = sys.executable
 

@@ -23,10 +23,11 @@ import torch
 from torch.utils.data import Dataset
 
 from fusion3d.config import DataConfig
-from fusion3d.data.decode import VideoDecodeError, VideoIndex, read_frames
+from fusion3d.data.clip_sampling import clip_indices
+from fusion3d.data.decode import VideoDecodeError, read_frames
 from fusion3d.data.formats import VideoRecord, parse
-from fusion3d.data.sampling import clip_indices
 from fusion3d.data.transforms import eval_geometry, normalize, swap_label, to_float_cthw, train_geometry
+from fusion3d.data.video_index import VideoIndex
 
 
 class DataError(RuntimeError):

@@ -26,21 +26,26 @@ Frame folders (Something-Something V1 / TSN style ``00001.jpg`` ...) are handled
 
 from __future__ import annotations
 
-import json
 import operator
 import os
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
 from fractions import Fraction
-from pathlib import Path
 
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from fusion3d.utils import atomic_write_text
+from fusion3d.data.frame_folder import (
+    FOLDER_FPS,
+    _load_image,
+    _probe_folder,
+    _read_folder,
+    is_frame_folder,
+    list_frame_files,
+)
+from fusion3d.data.video_info import VideoDecodeError, VideoInfo
 
 __all__ = [
     "VideoInfo",
@@ -49,15 +54,12 @@ __all__ = [
     "read_frames",
     "decode_all",
     "count_decodable_frames",
-    "VideoIndex",
     "is_frame_folder",
     "list_frame_files",
     "FOLDER_FPS",
     "SEEK_MIN_GAP",
 ]
 
-# Frame folders have no rate of their own; Something-Something is 12 fps.
-FOLDER_FPS = 12.0
 # Seek (instead of demuxing forward) only when the next wanted frame is this many frames ahead of
 # the demuxer. Demuxing a packet costs ~1% of decoding it, and after demuxing forward the decoder
 # still restarts at the last keyframe before the target, exactly where a seek would land.
@@ -66,128 +68,13 @@ SEEK_MIN_GAP = 250
 # on a keyframe just after the target); demuxing forward then finds the right keyframe.
 _SEEK_MARGIN = 8
 
-_IMAGE_RE = re.compile(r"^(?P<prefix>.*?)(?P<num>\d+)\.(?P<ext>jpe?g|png|bmp)$", re.IGNORECASE)
 
 # Counters for tests and benchmarks (per process): how often each path was taken.
 _stats = {"fast": 0, "sequential": 0, "seeks": 0, "bad_seeks": 0, "skips": 0}
 
 
-@dataclass(frozen=True)
-class VideoInfo:
-    path: str  # absolute path
-    num_frames: int
-    fps: float
-    duration: float  # seconds
-    height: int
-    width: int
-
-
-class VideoDecodeError(RuntimeError):
-    """A video (or frame folder) cannot be read; the message names the file and the reason."""
-
-    def __init__(self, path, reason: str | None = None):
-        if reason is None:  # a plain message, e.g. rebuilt by a DataLoader worker's re-raise
-            self.path, self.reason = "", str(path)
-            super().__init__(self.reason)
-            return
-        self.path = str(path)
-        self.reason = str(reason)
-        super().__init__(f"{self.path}: {self.reason}")
-
-    def __reduce__(self):  # picklable across DataLoader worker processes
-        return (type(self), (self.path, self.reason))
-
-
 class _NeedSequential(Exception):
     """Timestamps cannot be trusted for this stream: count frames from the start instead."""
-
-
-# --------------------------------------------------------------------------------------------
-# Frame folders
-# --------------------------------------------------------------------------------------------
-
-_folder_cache: dict[str, tuple[int, list[str]]] = {}
-
-
-def is_frame_folder(path) -> bool:
-    return os.path.isdir(path)
-
-
-def list_frame_files(folder) -> list[str]:
-    """The frame images of ``folder`` in frame order (index i -> i-th file), full paths.
-
-    The naming pattern is detected from the files: ``00001.jpg``, ``img_00001.jpg``, ``000001.jpg``,
-    ... (numbers sorted numerically, which equals name order for zero-padded names). If several
-    prefixes are present (TSN folders hold ``img_*``, ``flow_x_*``, ``flow_y_*``), RGB frames win
-    over optical flow, then the most numerous group.
-    """
-    folder = os.path.abspath(os.fspath(folder))
-    try:
-        mtime = os.stat(folder).st_mtime_ns
-    except OSError as e:
-        raise VideoDecodeError(folder, f"cannot read frame folder ({e.strerror or e})") from None
-    cached = _folder_cache.get(folder)
-    if cached is not None and cached[0] == mtime:
-        return cached[1]
-    groups: dict[tuple[str, str], list[tuple[int, str]]] = {}
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            m = _IMAGE_RE.match(entry.name)
-            if m is None or not entry.is_file():
-                continue
-            ext = m.group("ext").lower().replace("jpeg", "jpg")
-            groups.setdefault((m.group("prefix"), ext), []).append((int(m.group("num")), entry.name))
-    if not groups:
-        files: list[str] = []
-    else:
-
-        def rank(key):
-            prefix, ext = key
-            return ("flow" in prefix.lower(), -len(groups[key]), ext != "jpg", prefix)
-
-        best = min(groups, key=rank)
-        files = [os.path.join(folder, name) for _, name in sorted(groups[best])]
-    if len(_folder_cache) > 8192:
-        _folder_cache.clear()
-    _folder_cache[folder] = (mtime, files)
-    return files
-
-
-def _load_image(path: str) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except Exception as e:  # PIL raises many types for broken files
-        raise VideoDecodeError(path, f"cannot decode image ({type(e).__name__}: {e})") from None
-
-
-def _probe_folder(folder: str) -> VideoInfo:
-    files = list_frame_files(folder)
-    if not files:
-        raise VideoDecodeError(folder, "frame folder holds no frame images (expected 00001.jpg, ...)")
-    from PIL import Image
-
-    try:
-        with Image.open(files[0]) as im:
-            width, height = im.size
-    except Exception as e:
-        raise VideoDecodeError(files[0], f"cannot read image header ({type(e).__name__}: {e})") from None
-    n = len(files)
-    return VideoInfo(folder, n, FOLDER_FPS, n / FOLDER_FPS, int(height), int(width))
-
-
-def _read_folder(folder: str, wanted: list[int], num_frames: int | None) -> dict[int, np.ndarray]:
-    files = list_frame_files(folder)
-    if not files:
-        raise VideoDecodeError(folder, "frame folder holds no frame images (expected 00001.jpg, ...)")
-    out: dict[int, np.ndarray] = {}
-    for i in wanted:
-        if i >= len(files):
-            raise VideoDecodeError(folder, f"frame index {i} out of range: folder holds {len(files)} frames")
-        out[i] = _load_image(files[i])
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -690,121 +577,3 @@ def count_decodable_frames(path) -> tuple[int, str]:
     finally:
         container.close()
     return n, ""
-
-
-# --------------------------------------------------------------------------------------------
-# Cached index
-# --------------------------------------------------------------------------------------------
-
-_INDEX_VERSION = 1
-
-
-class VideoIndex:
-    """``path -> VideoInfo`` cached in a JSON file, so a dataset is probed once.
-
-    Entries are keyed by absolute path and validated by file size and mtime (ns): a changed file is
-    probed again. :meth:`save` writes atomically and merges with the file on disk (several
-    processes may share one cache file; a lock file serialises the read-merge-write).
-    """
-
-    def __init__(self, cache_file: str | Path):
-        self.cache_file = Path(cache_file)
-        self._entries: dict[str, dict] = self._load()
-        self._new: dict[str, dict] = {}
-
-    def _load(self) -> dict[str, dict]:
-        try:
-            data = json.loads(self.cache_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError):
-            return {}  # an unreadable cache is only a cache: probe again
-        if not isinstance(data, dict) or data.get("version") != _INDEX_VERSION:
-            return {}
-        videos = data.get("videos")
-        return dict(videos) if isinstance(videos, dict) else {}
-
-    @staticmethod
-    def _stamp(path: str) -> tuple[int, int]:
-        st = _stat(path)
-        return int(st.st_size), int(st.st_mtime_ns)
-
-    @staticmethod
-    def _info(path: str, entry: dict) -> VideoInfo:
-        return VideoInfo(
-            path=path,
-            num_frames=int(entry["num_frames"]),
-            fps=float(entry["fps"]),
-            duration=float(entry["duration"]),
-            height=int(entry["height"]),
-            width=int(entry["width"]),
-        )
-
-    def get(self, path) -> VideoInfo:
-        path = os.path.abspath(os.fspath(path))
-        size, mtime_ns = self._stamp(path)
-        entry = self._entries.get(path)
-        if entry is not None and entry.get("size") == size and entry.get("mtime_ns") == mtime_ns:
-            try:
-                return self._info(path, entry)
-            except (KeyError, TypeError, ValueError):
-                pass  # malformed entry: probe again
-        info = probe(path)  # looked up at call time (tests count calls by patching the module)
-        record = {k: v for k, v in asdict(info).items() if k != "path"}
-        record.update(size=size, mtime_ns=mtime_ns)
-        self._entries[path] = record
-        self._new[path] = record
-        return info
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, path) -> bool:
-        return os.path.abspath(os.fspath(path)) in self._entries
-
-    def save(self) -> None:
-        """Write the cache if anything was probed since the last save (atomic, merged with disk)."""
-        if not self._new:
-            return
-        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-        lock = _FileLock(self.cache_file.with_name(self.cache_file.name + ".lock"))
-        with lock:
-            merged = self._load()
-            merged.update(self._new)
-            text = json.dumps({"version": _INDEX_VERSION, "videos": merged}, indent=None, sort_keys=True)
-            atomic_write_text(self.cache_file, text)
-        self._entries = merged
-        self._new = {}
-
-
-class _FileLock:
-    """Exclusive advisory lock (fcntl) where available; a no-op elsewhere."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._fh = None
-
-    def __enter__(self):
-        try:
-            import fcntl
-        except ImportError:  # not POSIX
-            return self
-        try:
-            self._fh = open(self.path, "a")  # noqa: SIM115
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX)
-        except OSError:
-            if self._fh is not None:
-                self._fh.close()
-            self._fh = None
-        return self
-
-    def __exit__(self, *exc):
-        if self._fh is not None:
-            import fcntl
-
-            try:
-                fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
-            finally:
-                self._fh.close()
-                self._fh = None
-        return False

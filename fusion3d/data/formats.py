@@ -23,7 +23,6 @@ from pathlib import Path
 
 PathLike = str | os.PathLike[str]
 
-SUBSETS = ("train", "val", "test")
 _SUBSET_ALIASES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 
 # Kinetics clips are found by file stem; these are the containers seen in the wild.

@@ -25,13 +25,11 @@ axis whose kernel size is 1 is not supported (it would only add zero borders) an
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-ConvImpl = Literal["auto", "conv3d", "conv2d"]
 IMPLS = ("auto", "conv3d", "conv2d")
 
 

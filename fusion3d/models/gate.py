@@ -28,12 +28,10 @@ input's device for relaxed draws, on the CPU for the scalar draw of ``"sample"``
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 from torch import nn
 
-GateMode = Literal["off", "relaxed", "hard", "sample"]
 GATE_MODES: tuple[str, ...] = ("off", "relaxed", "hard", "sample")
 
 

@@ -23,18 +23,27 @@ Strategies stay one unit (S / ST / S+ST / none) per slot: ``sample_strategy`` dr
 gives ``none`` where it drops; ``apply_strategy`` puts every depth gate in hard *keep* and expresses
 ``none`` through the S and T gates (both hard-dropped), so a hard sub-network is described by its
 strategy alone and computes nothing at a ``none`` slot either way.
+
+Receptive fields: every network describes itself for ``fusion3d.models.rf_graph`` with
+``rf_graph(strategy)``. The pieces: ``GatedSlot.rf_nodes(keep_s, keep_t)`` (each slot kind, for one
+unit), ``module_rf_nodes`` (convs, pools, pointwise layers, ``nn.Sequential`` and modules with their own
+``rf_nodes()``) and ``rf_sequence`` (modules in order, a ``Mark`` after each slot). ``SlotNetwork``
+itself has no description (``NoReceptiveField``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fusion3d.models.convs import FactorConv3d
 from fusion3d.models.gate import GATE_MODES, Gate
-from fusion3d.models.strategy import Strategy, as_strategy, unit_from_keep
+from fusion3d.models.rf_graph import Mark, NoReceptiveField, Op
+from fusion3d.models.strategy import Strategy, StrategySpec, as_strategy, strategy_or_full, unit_from_keep
+from fusion3d.models.units import FULL_UNIT, NONE_UNIT, UNIT_TO_KEEP
 
 Multiplier = torch.Tensor | float | None
 
@@ -65,8 +74,6 @@ def _both_dropped(ms: Multiplier, mt: Multiplier) -> torch.Tensor | float:
 def init_weights(model: nn.Module) -> None:
     """The initialisation every slot network uses: Kaiming-normal conv weights, BatchNorm gamma = 1
     and beta = 0 (not gamma = 0 as the original code did), zero classifier bias."""
-    from fusion3d.models.convs import FactorConv3d
-
     for m in model.modules():
         if isinstance(m, (nn.Conv3d, FactorConv3d)):
             nn.init.kaiming_normal_(m.weight)
@@ -75,6 +82,56 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
             nn.init.zeros_(m.bias)
+
+
+def channel_pool(x: torch.Tensor, out_channels: int) -> torch.Tensor:
+    """Average groups of consecutive channels: (N, C, ...) -> (N, out_channels, ...), parameter-free."""
+    n, c, *rest = x.shape
+    if c % out_channels == 0:
+        return x.reshape(n, out_channels, c // out_channels, *rest).mean(2)
+    y = F.adaptive_avg_pool1d(x.movedim(1, -1).reshape(-1, 1, c), out_channels)
+    return y.reshape(n, *rest, out_channels).movedim(-1, 1)
+
+
+# ---- receptive-field descriptions (fusion3d.models.rf_graph) -------------------------------------
+
+_RF_WINDOWS = (nn.Conv3d, FactorConv3d, nn.MaxPool3d, nn.AvgPool3d)
+_RF_POINTWISE = (nn.BatchNorm3d, nn.ReLU, nn.ReLU6, nn.Identity, nn.Dropout, nn.Flatten)
+
+
+def module_rf_nodes(module: nn.Module) -> list:
+    """The receptive-field nodes of a module that has no slot: an ``Op`` per conv / pooling window, the
+    module's own ``rf_nodes()`` when it describes itself (a block that is not a slot, a parameter-free
+    skip), the nodes of each child of an ``nn.Sequential`` in order, none for a pointwise layer (BN,
+    activations, identity, dropout). Anything else raises ``TypeError`` naming its class, so a graph
+    never silently misses a window."""
+    if isinstance(module, _RF_WINDOWS):
+        return [Op.from_module(module)]
+    own = getattr(module, "rf_nodes", None)
+    if callable(own) and not isinstance(module, GatedSlot):
+        return list(own())
+    if isinstance(module, nn.Sequential):
+        return [op for m in module for op in module_rf_nodes(m)]
+    if isinstance(module, _RF_POINTWISE):
+        return []
+    raise TypeError(f"no receptive-field rule for {type(module).__name__}")
+
+
+def rf_sequence(modules: Iterable[nn.Module], units: Mapping[str, str]) -> list:
+    """The receptive-field graph of ``modules`` applied in order: a slot gives its ``rf_nodes`` for its
+    unit ``units[slot.name]`` then ``Mark(slot name, unit, kind)``; a block of slots (a module with
+    ``rf_graph(units)``, such as the template's ``DenseBlock``) its own graph; any other module its
+    ``module_rf_nodes``."""
+    graph: list = []
+    for m in modules:
+        if isinstance(m, GatedSlot):
+            unit = units[m.name]
+            graph += [*m.rf_nodes(*UNIT_TO_KEEP[unit]), Mark(m.name, unit, m.kind)]
+        elif callable(getattr(m, "rf_graph", None)):
+            graph += m.rf_graph(units)
+        else:
+            graph += module_rf_nodes(m)
+    return graph
 
 
 class GatedSlot(nn.Module):
@@ -101,10 +158,10 @@ class GatedSlot(nn.Module):
         """The fixed unit in "hard" mode ("none" whenever the depth gate is hard-dropped); otherwise
         "S+ST" (both paths present)."""
         if self.gate_d is not None and self.gate_d.mode == "hard" and not self.gate_d.keep:
-            return "none"
+            return NONE_UNIT
         if self.gate_s.mode == "hard" and self.gate_t.mode == "hard":
             return unit_from_keep(self.gate_s.keep, self.gate_t.keep)
-        return "S+ST"
+        return FULL_UNIT
 
     def computed_modules(self, keep_s: bool, keep_t: bool) -> list[nn.Module]:
         """The modules whose parameters a sub-network with this unit uses (subclasses add theirs)."""
@@ -127,6 +184,18 @@ class GatedSlot(nn.Module):
                     seen.add(id(m.weight))
                     out.append(m.weight)
         return out
+
+    def rf_paths(self, keep_s: bool, keep_t: bool) -> list[list]:
+        """The receptive-field nodes of each kept path (S first): the branches of the paths' ``Par``."""
+        return [module_rf_nodes(p) for keep, p in ((keep_s, self.path_s), (keep_t, self.path_t)) if keep]
+
+    def rf_nodes(self, keep_s: bool, keep_t: bool) -> list:
+        """This slot's receptive-field nodes for one unit (``fusion3d.models.rf_graph``): from the slot's
+        input to its output. Each slot kind describes itself; a kind that does not leaves its network's
+        description incomplete: ``TypeError`` (not ``NoReceptiveField``, which is for a network without
+        any description)."""
+        raise TypeError(f"no receptive-field rule for the slot kind {type(self).__name__}: it defines no "
+                        "rf_nodes(keep_s, keep_t)")
 
     def _draw_depth(self, x: torch.Tensor) -> Multiplier:
         """The depth gate's multiplier for this call: 1.0 without a depth gate (no random draw)."""
@@ -175,6 +244,17 @@ class SlotNetwork(nn.Module):
     def __repr__(self) -> str:
         return self.summary()
 
+    def rf_graph(self, strategy: StrategySpec | None = None) -> list:
+        """The static receptive-field graph of a sub-network (``fusion3d.models.rf_graph``; ``None`` =
+        the full network, S+ST everywhere): one ``Mark`` per slot in slot order and a final ``head``
+        mark. Every network describes itself (``FusionTemplate``, ``Backbone``); this base has no
+        description and raises ``NoReceptiveField``."""
+        raise NoReceptiveField(self)
+
+    def rf_units(self, strategy: StrategySpec | None = None) -> dict[str, str]:
+        """{slot name: unit} of ``strategy`` (``None``: the full network), for ``rf_sequence``."""
+        return dict(zip(self.slot_names, strategy_or_full(strategy, self.num_slots).units))
+
     def _init_slots(self, slots: Sequence[GatedSlot]) -> None:
         self._slots: list[GatedSlot] = list(slots)  # a plain list: the modules are registered elsewhere
         self.gate_mode = "off"
@@ -220,9 +300,10 @@ class SlotNetwork(nn.Module):
             g.set_mode(mode, keep=None if mode == "hard" else True, generator=generator)
         self.gate_mode = mode
 
-    def apply_strategy(self, strategy: Strategy | str | Sequence[str] | None) -> None:
-        """Hard mode with one fixed unit per slot (dropped paths are not computed). ``None`` goes
-        back to the mode in force before the first ``apply_strategy`` (``"off"`` by default).
+    def apply_strategy(self, strategy: StrategySpec | None) -> None:
+        """Hard mode with one fixed unit per slot (dropped paths are not computed); ``strategy`` is any
+        spec of ``as_strategy`` (a ``Strategy``, a unit, a unit string, a JSON file, a list of units).
+        ``None`` goes back to the mode in force before the first ``apply_strategy`` (``"off"`` by default).
         Depth gates, when present, are put in hard *keep*: a unit ``none`` is expressed by dropping
         both paths (nothing is computed, exactly as a hard-dropped depth gate)."""
         if strategy is None:

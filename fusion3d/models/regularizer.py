@@ -33,12 +33,8 @@ path terms (it sums more weights), so for the same k the depth gate is pushed ha
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-
-RegForm = Literal["code", "paper"]
 
 
 def reg_coefficient(k: float, n: int, form: str = "code") -> float:

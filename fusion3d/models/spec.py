@@ -1,9 +1,11 @@
-"""Model configuration (the ``model`` config section), the template presets and the backbone names.
+"""Model configuration (the ``model`` config section), and the model names and template presets as
+the registry (``fusion3d.models.registry``) lists them.
 
 This module imports no torch: the config layer can validate a model section and resolve a preset
 without loading the network code. ``resolve_arch`` turns a ``ModelConfig`` naming a template preset
-into an ``Arch``, the concrete numbers ``fusion3d.models.template.build_model`` builds from; a name in
-``BACKBONES`` is built by ``fusion3d.models.backbones`` instead (same gates, same strategies).
+into an ``Arch``, the concrete numbers ``fusion3d.models.template.FusionTemplate`` is built from; a
+backbone name is built by its registered factory instead (``fusion3d.models.backbones``; same gates,
+same strategies). ``registry.build_model`` builds either from a ``ModelConfig``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fusion3d.models.registry import list_models, model_entry
+
 
 def _f(default: Any, help: str) -> Any:
     if isinstance(default, (list, dict)):
@@ -19,14 +23,19 @@ def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
-# Every name ``model.name`` accepts: the template presets (``PRESETS``) and the backbones (``BACKBONES``).
-ModelName = Literal["tiny", "small", "densenet121_3d", "resnet18_3d", "resnet50_3d", "resnext50_32x4d_3d",
-                    "resnext101_32x8d_3d", "mobilenetv2_3d"]
+# Template presets (their numbers, registered by fusion3d.models.presets) and backbones whose blocks
+# are fusion slots (METHOD.md section 8; registered by fusion3d.models.backbones), as registered when
+# this module is first imported. The paper's DenseNet-121 backbone is the template preset
+# "densenet121_3d", not a backbone.
+PRESETS: dict[str, dict[str, Any]] = {name: copy.deepcopy(dict(model_entry(name).defaults))
+                                     for name in list_models("preset")}
+BACKBONES: tuple[str, ...] = tuple(list_models("backbone"))
 
-# Backbones whose blocks are fusion slots (METHOD.md section 8; built by fusion3d.models.backbones).
-# The paper's DenseNet-121 backbone is the template preset "densenet121_3d", not listed here.
-BACKBONES: tuple[str, ...] = ("resnet18_3d", "resnet50_3d", "resnext50_32x4d_3d", "resnext101_32x8d_3d",
-                              "mobilenetv2_3d")
+# Every name ``model.name`` accepts: the registered models (the config layer checks values against it).
+ModelName = Literal[tuple(list_models())]  # type: ignore[valid-type]
+_NAME_HELP = ("a registered model (fusion3d.models.list_models()): a template preset, "
+              + ", ".join(f"{n} ({model_entry(n).description})" for n in PRESETS)
+              + "; or a backbone with a slot per block: " + ", ".join(BACKBONES))
 
 # Keys that only shape the template; setting one together with a backbone name is an error.
 TEMPLATE_ONLY_KEYS: tuple[str, ...] = ("growth", "bottleneck_factor", "blocks", "stem_channels", "stem_kernel")
@@ -53,26 +62,11 @@ class Arch:
         return sum(self.blocks) + len(self.blocks) - 1
 
 
-# Preset registry. "densenet121_3d" is the paper's template (Zhou et al. 2020, Table 1: 21.40M
-# parameters with 174 classes). The small presets keep the same structure (dense blocks, 1x1x1 / 3x1x1
-# paths, 1x3x3 shared conv, transitions as slots) at CPU scale for 8x56x56 clips.
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(growth=12, bottleneck_factor=4, blocks=[2, 3], stem_channels=24, stem_kernel=[1, 5, 5],
-                 stem_stride=2, stem_pool=True, dropout=0.0),
-    "small": dict(growth=16, bottleneck_factor=4, blocks=[3, 6, 4], stem_channels=32, stem_kernel=[1, 5, 5],
-                  stem_stride=2, stem_pool=True, dropout=0.2),
-    "densenet121_3d": dict(growth=32, bottleneck_factor=4, blocks=[6, 12, 24, 16], stem_channels=64,
-                           stem_kernel=[5, 7, 7], stem_stride=2, stem_pool=True, dropout=0.5),
-}
-
-
 @dataclass
 class ModelConfig:
     """The fusion template or a backbone: a name, optional overrides, and the v-DropPath gate settings."""
 
-    name: ModelName = _f("tiny", "template preset: tiny / small (CPU scale, 8x56x56 clips), densenet121_3d (the "
-                                 "paper's template); or a backbone with a slot per block: resnet18_3d, resnet50_3d, "
-                                 "resnext50_32x4d_3d, resnext101_32x8d_3d, mobilenetv2_3d")
+    name: ModelName = _f("tiny", _NAME_HELP)
     growth: int = _f(0, "dense-layer growth rate (new channels per layer); 0 = the preset's value")
     bottleneck_factor: int = _f(0, "S/T path width = bottleneck_factor * growth; 0 = the preset's value")
     blocks: list = _f([], "dense layers per block, e.g. [6, 12, 24, 16]; [] = the preset's value")
@@ -96,11 +90,12 @@ class ModelConfig:
 
 def check_model_config(cfg: ModelConfig) -> None:
     """Cross-key checks; raises ``ValueError`` naming the key (``model.<key>``)."""
-    if cfg.name not in PRESETS and cfg.name not in BACKBONES:
-        raise ValueError(f"config key 'model.name': {cfg.name!r} is not a model; choose one of "
-                         f"{', '.join((*PRESETS, *BACKBONES))}")
+    names = list_models()  # the registry now (a model registered after this module was imported included)
+    if cfg.name not in names:
+        raise ValueError(f"config key 'model.name': {cfg.name!r} is not a registered model; choose one of "
+                         f"{', '.join(names)}")
     defaults = ModelConfig()
-    if cfg.name in BACKBONES:
+    if model_entry(cfg.name).kind != "preset":
         for key in TEMPLATE_ONLY_KEYS:
             if getattr(cfg, key) != getattr(defaults, key):
                 raise ValueError(f"config key 'model.{key}' shapes the fusion template only; the backbone "
@@ -132,9 +127,10 @@ def check_model_config(cfg: ModelConfig) -> None:
 def resolve_arch(cfg: ModelConfig) -> Arch:
     """The preset named by ``cfg.name`` with every non-default override applied."""
     check_model_config(cfg)
-    if cfg.name not in PRESETS:
-        raise ValueError(f"config key 'model.name': {cfg.name!r} is a backbone, not a template preset")
-    p = dict(PRESETS[cfg.name])
+    entry = model_entry(cfg.name)
+    if entry.kind != "preset":
+        raise ValueError(f"config key 'model.name': {cfg.name!r} is a {entry.kind}, not a template preset")
+    p = copy.deepcopy(dict(entry.defaults))
     for key in ("growth", "bottleneck_factor", "stem_channels", "stem_stride"):
         if getattr(cfg, key):
             p[key] = getattr(cfg, key)

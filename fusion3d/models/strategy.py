@@ -1,15 +1,6 @@
-"""Fusion strategies: one unit per slot.
+"""Fusion strategies: one unit per slot, and the one strategy grammar (``as_strategy``).
 
-A unit says which of a slot's two paths are kept:
-
-=======  ======  ======
-unit     S path  T path
-=======  ======  ======
-S        kept    dropped
-ST       dropped kept
-S+ST     kept    kept
-none     dropped dropped
-=======  ======  ======
+A unit says which of a slot's two paths are kept (the vocabulary: ``fusion3d.models.units``).
 
 Keep masks are ``(num_slots, 2)`` bool arrays with columns ``[S, T]`` (the same column order as
 ``FusionTemplate.drop_probs()``). This module imports no torch; masks are plain nested sequences or
@@ -23,23 +14,16 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from fusion3d.models.units import FULL_UNIT, KEEP_TO_UNIT, UNIT_TO_KEEP, UNITS, unit_from_keep
 from fusion3d.utils import atomic_write_text
 
-UNITS: tuple[str, ...] = ("S", "ST", "S+ST", "none")
-UNIT_TO_KEEP: dict[str, tuple[bool, bool]] = {
-    "S": (True, False),
-    "ST": (False, True),
-    "S+ST": (True, True),
-    "none": (False, False),
-}
-KEEP_TO_UNIT: dict[tuple[bool, bool], str] = {v: k for k, v in UNIT_TO_KEEP.items()}
-
-
-def unit_from_keep(keep_s: bool, keep_t: bool) -> str:
-    return KEEP_TO_UNIT[(bool(keep_s), bool(keep_t))]
+# The unit vocabulary lives in ``fusion3d.models.units``; re-exported here (older imports).
+__all__ = ["KEEP_TO_UNIT", "UNIT_TO_KEEP", "UNITS", "Strategy", "StrategySpec", "as_strategy", "full_strategy",
+           "resolve_strategy", "strategy_or_full", "unit_from_keep"]
 
 
 @dataclass(frozen=True)
@@ -145,29 +129,85 @@ class Strategy:
         return cls.from_json(Path(path).read_text())
 
 
-def as_strategy(value: Strategy | str | Sequence[str], num_slots: int) -> Strategy:
-    """A Strategy from a Strategy, a unit string 'S|ST|...' or a sequence of units, checked against ``num_slots``."""
-    if isinstance(value, str):
-        value = Strategy.from_string(value)
-    elif not isinstance(value, Strategy):
-        value = Strategy(tuple(value))
-    if len(value) != num_slots:
-        raise ValueError(f"strategy has {len(value)} units, the template has {num_slots} slots")
-    return value
+# ---- the strategy grammar ------------------------------------------------------------------------
+#
+# Every place that takes a strategy (``create``, ``apply_strategy``, ``count_macs``, ``count_params``,
+# ``macs_breakdown``, ``trace_costs``, ``rf_graph``, ``model.strategy`` in a config) goes through
+# ``as_strategy``, so they all accept the same specs:
+#
+# - a ``Strategy``;
+# - a unit (``S``, ``ST``, ``S+ST``, ``none``): that unit at every slot;
+# - a unit string ``'S|ST|...'``: one unit per slot, in slot order;
+# - a strategy JSON file (``Strategy.save``; a path ending in ``.json``, or any existing file);
+# - a sequence of units.
+#
+# ``opt`` / ``top:K`` / ``most_probable`` refer to a run's results and are resolved against the run
+# (``fusion3d.run.loading``), not here.
+
+StrategySpec = Strategy | str | PathLike | Sequence[str]
 
 
-def resolve_strategy(spec: str, num_slots: int) -> Strategy:
-    """A strategy from a config value: a unit name (uniform), a unit string, or a JSON file path."""
-    from pathlib import Path as _Path
+def _describe(spec: Any) -> str:
+    return repr(str(spec)) if isinstance(spec, (Strategy, PathLike)) else repr(spec)
 
-    if spec in UNITS:
-        strategy = Strategy.uniform(spec, num_slots)
-    elif spec.endswith(".json") or _Path(spec).is_file():
-        if not _Path(spec).is_file():
-            raise FileNotFoundError(f"strategy file {spec} does not exist")
-        strategy = Strategy.load(spec)
+
+def _parse(spec: StrategySpec, num_slots: int) -> Strategy:
+    """The strategy a spec names (a unit is widened to ``num_slots``); the length is checked by the caller."""
+    if isinstance(spec, Strategy):
+        return spec
+    if isinstance(spec, PathLike) or (isinstance(spec, str) and (spec.endswith(".json") or Path(spec).is_file())):
+        path = Path(spec)
+        if not path.is_file():
+            raise FileNotFoundError(f"strategy file {str(path)!r} does not exist")
+        try:
+            return Strategy.load(path)
+        except (ValueError, TypeError, KeyError) as e:  # json.JSONDecodeError is a ValueError
+            raise ValueError(f"strategy file {str(path)!r}: {e}") from e
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text in UNIT_TO_KEEP:
+            return Strategy.uniform(text, num_slots)
+        if not text:
+            raise ValueError(f"strategy {spec!r} is empty; expected a unit ({', '.join(UNITS)}), a unit string "
+                             "'S|ST|...' or a strategy JSON file")
+        units = tuple(u.strip() for u in text.split("|"))
+    elif isinstance(spec, Sequence) and not isinstance(spec, bytes):
+        units = tuple(spec)
     else:
-        strategy = Strategy.from_string(spec)
+        raise TypeError(f"strategy {spec!r}: expected a Strategy, a unit ({', '.join(UNITS)}), a unit string "
+                        f"'S|ST|...', a strategy JSON file or a sequence of units, got {type(spec).__name__}")
+    try:
+        return Strategy(units)
+    except ValueError as e:
+        raise ValueError(f"strategy {_describe(spec)}: {e}") from None
+
+
+def as_strategy(value: StrategySpec, num_slots: int) -> Strategy:
+    """THE strategy grammar (see above): a ``Strategy`` for a network with ``num_slots`` slots.
+
+    Errors name the spec and the problem: ``strategy 'S|XX': slot 1: unknown unit 'XX'; valid units:
+    S, ST, S+ST, none``, ``strategy 'S|ST' has 2 units, the model has 6 slots``, a missing file
+    (``FileNotFoundError``)."""
+    strategy = _parse(value, num_slots)
     if len(strategy) != num_slots:
-        raise ValueError(f"strategy {spec!r} has {len(strategy)} units, the model has {num_slots} slots")
+        raise ValueError(f"strategy {_describe(value)} has {len(strategy)} units, the model has {num_slots} slots")
     return strategy
+
+
+def resolve_strategy(spec: str | PathLike, num_slots: int) -> Strategy:
+    """A strategy from a config value (``model.strategy``, ``--strategy``): ``as_strategy`` of a string
+    (a unit, a unit string or a JSON file path)."""
+    if not isinstance(spec, (str, PathLike)):
+        raise TypeError(f"a strategy config value must be a string, got {type(spec).__name__}")
+    return as_strategy(spec, num_slots)
+
+
+def full_strategy(num_slots: int) -> Strategy:
+    """Every path kept at every slot (``FULL_UNIT``, S+ST): the network in "off" / "relaxed" mode."""
+    return Strategy.uniform(FULL_UNIT, num_slots)
+
+
+def strategy_or_full(value: StrategySpec | None, num_slots: int) -> Strategy:
+    """``as_strategy``, with ``None`` meaning the full network (``full_strategy``): the convention of
+    ``count_macs`` / ``count_params`` / ``macs_breakdown`` / ``trace_costs`` and of ``rf_graph``."""
+    return full_strategy(num_slots) if value is None else as_strategy(value, num_slots)

@@ -45,20 +45,41 @@ Depth gate (``model.depth_gate``, off by default; not in the paper): each slot g
   the relaxed indicator of "the slot is none".
 At ``m_d = 1`` these are the formulas above (exactly: a float 1.0 multiplies nothing), at ``m_d = 0`` the
 unit ``none``; so relaxed == hard at saturated logits for every combination of the three gates.
+
+Receptive fields: the template describes itself (``FusionTemplate.rf_graph``, ``DenseBlock.rf_graph``,
+``DenseSlot.rf_nodes``, ``TransitionSlot.rf_nodes``; the algebra is ``fusion3d.models.rf_graph``).
+
+The presets (``tiny``, ``small``, ``densenet121_3d``) are registered by ``fusion3d.models.presets``;
+``fusion3d.models.registry.build_model`` builds a template from a ``ModelConfig``.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fusion3d.models.convs import conv1x1x1, conv1xkxk, conv3x1x1
-from fusion3d.models.network import GatedSlot, SlotNetwork, _both_dropped, _scale, init_weights
-from fusion3d.models.spec import BACKBONES, Arch, ModelConfig, check_model_config, resolve_arch
+from fusion3d.models.network import (
+    GatedSlot,
+    SlotNetwork,
+    _both_dropped,
+    _scale,
+    channel_pool,
+    init_weights,
+    module_rf_nodes,
+    rf_sequence,
+)
+from fusion3d.models.registry import build_model
+from fusion3d.models.rf_graph import Mark, Par
+from fusion3d.models.spec import Arch
+from fusion3d.models.strategy import StrategySpec
+
+# ``build_model`` (now ``fusion3d.models.registry.build_model``) and ``channel_pool`` (now
+# ``fusion3d.models.network.channel_pool``) are re-exported here for older imports.
+__all__ = ["DenseBlock", "DenseSlot", "FusionTemplate", "Slot", "TransitionSlot", "build_model", "channel_pool"]
 
 
 def _path(in_channels: int, out_channels: int, temporal: bool, impl: str) -> nn.Sequential:
@@ -94,6 +115,17 @@ class DenseSlot(Slot):
         mods = super().computed_modules(keep_s, keep_t)
         return mods + [self.shared] if mods else mods
 
+    def rf_nodes(self, keep_s: bool, keep_t: bool) -> list:
+        """``Par([identity, new-channel branch])``: what the block's running feature map becomes (the
+        layer's input concatenated with its new channels). The new-channel branch is the kept path
+        (S: 1x1x1, T: 3x1x1) then the shared 1x3x3 conv; with both paths kept, ``Par([S, T])`` then the
+        shared conv. Unit ``none`` adds no branch (its new channels are zeros): no node."""
+        paths = self.rf_paths(keep_s, keep_t)
+        if not paths:
+            return []
+        new = [*(paths[0] if len(paths) == 1 else [Par(paths)]), *module_rf_nodes(self.shared)]
+        return [Par(((), new))]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         md = self._draw_depth(x)
         h, ms, mt = self._paths(x, md)
@@ -109,15 +141,6 @@ class DenseSlot(Slot):
         return out
 
 
-def channel_pool(x: torch.Tensor, out_channels: int) -> torch.Tensor:
-    """Average groups of consecutive channels: (N, C, ...) -> (N, out_channels, ...), parameter-free."""
-    n, c, *rest = x.shape
-    if c % out_channels == 0:
-        return x.reshape(n, out_channels, c // out_channels, *rest).mean(2)
-    y = F.adaptive_avg_pool1d(x.movedim(1, -1).reshape(-1, 1, c), out_channels)
-    return y.reshape(n, *rest, out_channels).movedim(-1, 1)
-
-
 class TransitionSlot(Slot):
     """A transition: halves channels (``c // 2``), pools space by 2, keeps time."""
 
@@ -128,6 +151,12 @@ class TransitionSlot(Slot):
         super().__init__(name, in_channels, in_channels // 2, drop_init, temperature, impl, depth_gate)
         self.out_channels = in_channels // 2
         self.pool = nn.AvgPool3d(kernel_size=(1, 2, 2), stride=(1, 2, 2))
+
+    def rf_nodes(self, keep_s: bool, keep_t: bool) -> list:
+        """``Par`` over the kept paths (1x1x1 / 3x1x1), nothing for unit none (the channel-average skip
+        is pointwise), then the AvgPool (1, 2, 2)."""
+        paths = self.rf_paths(keep_s, keep_t)
+        return [*([Par(paths)] if paths else []), *module_rf_nodes(self.pool)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         md = self._draw_depth(x)
@@ -150,6 +179,11 @@ class DenseBlock(nn.Module):
         super().__init__()
         for i, layer in enumerate(layers):
             self.add_module(f"layer{i + 1}", layer)
+
+    def rf_graph(self, units: Mapping[str, str]) -> list:
+        """The block's receptive-field graph: its layers in order, each followed by its ``Mark``
+        (``units``: {slot name: unit}, ``SlotNetwork.rf_units``)."""
+        return rf_sequence(self.children(), units)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = [x]
@@ -220,6 +254,17 @@ class FusionTemplate(SlotNetwork):
         """(N, C, T, H, W) clips -> (N, num_classes) logits."""
         return self.head(self.features(self.stem(x)))
 
+    def rf_graph(self, strategy: StrategySpec | None = None) -> list:
+        """The static receptive-field graph of a sub-network (``fusion3d.models.rf_graph``; ``None`` =
+        the full template, every path, as in ``fusion3d.models.macs``): the stem conv (and pool), the
+        dense blocks and transitions (each slot followed by its ``Mark``), then ``Mark("head")``.
+        Kernels, strides and paddings are read from the modules. The row of a dense slot describes the
+        block's running feature map after that layer (what the next layer sees); the head row is one
+        position of the last feature map (the global average pool then mixes every position)."""
+        units = self.rf_units(strategy)
+        return [*module_rf_nodes(self.stem), *rf_sequence(self.features.children(), units),
+                Mark("head", "", "head")]
+
     def extra_repr(self) -> str:
         a = self.arch
         return (f"preset={a.name}, blocks={list(a.blocks)}, growth={a.growth}, bottleneck={a.bottleneck}, "
@@ -245,25 +290,3 @@ class FusionTemplate(SlotNetwork):
         fc = self.head.fc
         lines.append(f"  head: BN - ReLU - global avg pool - Dropout({a.dropout:g}) - Linear {fc.in_features}->{fc.out_features}")
         return "\n".join(lines)
-
-
-def build_model(cfg: ModelConfig, num_classes: int | None = None) -> SlotNetwork:
-    """The template or backbone described by ``cfg``; ``num_classes`` is used when ``cfg.num_classes`` is 0.
-
-    Template presets build a ``FusionTemplate``; names in ``spec.BACKBONES`` build the backbone
-    (``fusion3d.models.backbones``). ``drop_init``, ``temperature``, ``conv_impl`` and ``dropout`` apply
-    to both; ``depth_gate`` to the template only (``check_model_config`` rejects it for a backbone)."""
-    n = cfg.num_classes or num_classes
-    if not n:
-        raise ValueError("model.num_classes is 0 (take from the dataset) and no num_classes was given")
-    if cfg.name in BACKBONES:
-        check_model_config(cfg)
-        from fusion3d.models.backbones import create  # imported here: backbones imports this module
-
-        stem = {"stem_stride": cfg.stem_stride} if cfg.stem_stride else {}
-        if cfg.stem_pool is not None:
-            stem["stem_pool"] = bool(cfg.stem_pool)
-        return create(cfg.name, num_classes=int(n), width_mult=cfg.width_mult, dropout=cfg.dropout,
-                      drop_init=cfg.drop_init, temperature=cfg.temperature, conv_impl=cfg.conv_impl, **stem)
-    return FusionTemplate(resolve_arch(cfg), int(n), drop_init=cfg.drop_init, temperature=cfg.temperature,
-                          conv_impl=cfg.conv_impl, depth_gate=cfg.depth_gate)

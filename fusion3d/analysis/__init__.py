@@ -1,0 +1,1 @@
+"""Pure maths and figures: no run-directory I/O."""

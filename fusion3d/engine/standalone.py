@@ -1,0 +1,50 @@
+"""Training one strategy alone, from scratch, with a run's recipe (shared by ``retrain``,
+``agreement``, ``demo`` and ``bench``).
+
+The strategy is trained with the run's config (same data, model preset, optimiser, schedule and
+total number of epochs: warm-up + v-DropPath epochs become one phase with that strategy's hard
+gates) and evaluated on ``data.eval_subset``, the split final numbers are reported on (never the
+selection split strategies were chosen on). Each lives in ``RUN/retrain/<label>/`` (a run
+directory of its own, resumable) and adds or replaces its row in ``RUN/retrain.csv``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from fusion3d.engine.trainer import train
+from fusion3d.models import build_model, count_macs, count_params
+from fusion3d.models.strategy import resolve_strategy
+from fusion3d.run.layout import RunDir
+from fusion3d.run.loading import run_classes, run_config, run_strategy_spec
+from fusion3d.utils import atomic_write_text, file_lock
+
+
+def run_retrain(run_dir: str | Path, spec: str, overrides: list[str] = ()) -> dict:
+    """Train the strategy ``spec`` alone with the run's recipe; returns its row of ``retrain.csv``."""
+    run = RunDir(run_dir)
+    base = run_config(run.path)
+    label, value = run_strategy_spec(run.path, spec)
+    cfg = run_config(run.path, [f"model.strategy={value}", *overrides])
+    if cfg.model.name != base.model.name:  # another network with the run's recipe (Table-6 analog)
+        label = f"{label}@{cfg.model.name}"
+    cfg = run_config(run.path, [f"run.out={run.retrain_run(label)}", f"model.strategy={value}", *overrides])
+    summary = train(cfg, resume="auto")
+    model = build_model(cfg.model, cfg.model.num_classes or len(run_classes(run.path)))
+    strategy = resolve_strategy(value, model.num_slots)
+    d = cfg.data
+    row = {
+        "label": label, "model": cfg.model.name, "strategy": str(strategy), "id": strategy.id, "top1": summary.get("val_top1"),
+        "top5": summary.get("val_top5"), "epochs": summary["epochs_done"],
+        "macs": count_macs(model, (3, d.clip_len, d.crop_size, d.crop_size), strategy),
+        "params": count_params(model, strategy),
+        "measured_on": f"{d.eval_subset} subset, {d.test_clips} clip(s) x {d.test_crops} crop(s), per-video top-1",
+        "complete": summary["complete"],
+    }
+    with file_lock(run.lock("retrain")):  # retrains of one run may finish together
+        table = pd.read_csv(run.retrain) if run.retrain.is_file() else pd.DataFrame(columns=list(row))
+        table = pd.concat([table[table["label"] != label], pd.DataFrame([row])], ignore_index=True)
+        atomic_write_text(run.retrain, table.to_csv(index=False))
+    return row

@@ -1,0 +1,6 @@
+"""The run directory: its file names (``layout``), the strategies table (``strategies``), typed
+readers (``io``) and run loading (``loading``). The only package that spells run file names."""
+
+from fusion3d.run.layout import RunDir
+
+__all__ = ["RunDir"]

@@ -1,0 +1,223 @@
+"""``fusion3d sample``: score strategies drawn from a trained template (METHOD.md section 5).
+
+For one run directory (written by ``fusion3d train``):
+
+1. load the template (config and weights from ``checkpoint.pt``);
+2. rebuild the selection split (held out from training; checked against ``splits.json``) and a
+   fixed set of training clips for BatchNorm recalibration (a seeded subset of the fit split,
+   centre crop, one clip per video); both are decoded once into clip caches;
+3. list the strategies: the canonical all-S, all-ST, all-S+ST, the most probable one, then ``num``
+   hard-Bernoulli draws from the learned drop probabilities (a torch generator seeded from the run
+   seed, or ``seed``); duplicates (same strategy id) are scored once, under their first source;
+4. for each strategy: put the template in hard mode (dropped paths are not computed), score it on
+   the selection clips with the template's BatchNorm statistics ("before"), then recalibrate
+   BatchNorm on the fixed training clips and score again ("after"). The template's BatchNorm
+   statistics are put back before each strategy, so recalibrations never compound;
+5. append one row per strategy to ``strategies.csv`` as soon as it is scored (flushed and fsynced).
+
+Sharding: with ``shard=(i, n)`` (or under ``torchrun``, where ``RANK`` / ``WORLD_SIZE`` give it), a
+process scores every n-th strategy of the plan, starting at the i-th, into
+``strategies.shard<i>of<n>.csv``, then marks the shard done (``strategies.shard<i>of<n>.done``). The
+process that finds every shard of the plan done merges them, under a lock, into ``strategies.csv``
+(in plan order, atomically) and removes the shard files, so there is no process group and no
+barrier: shards may run on different machines that share the run directory, at different times, and
+an unsharded ``fusion3d sample`` also merges what shards left behind. Only shard 0 writes
+``sample.json``'s settings; the merging process writes the totals.
+
+Resuming: strategies whose id is already in ``strategies.csv`` (or in this shard's file) are skipped, and the draws are the
+same for the same seed, so an interrupted run continues where it stopped. A torn last line (a
+crash in the middle of a write) is dropped. ``sample.json`` records the measurement settings at the
+start (a resume with different weights or settings is refused, so rows measured differently never
+mix) and the totals at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fusion3d.analysis.receptive_field import with_rf_columns
+from fusion3d.engine.scoring import StrategyScorer
+from fusion3d.models import Strategy
+from fusion3d.models.units import CANONICAL
+from fusion3d.run.layout import RunDir
+from fusion3d.run.strategies import (
+    RF_COLUMNS,
+    RowWriter,
+    merge_shards,
+    read_strategies,
+    rewrite_strategies,
+    shard_spec,
+)
+from fusion3d.utils import atomic_write_text
+
+# Keys of sample.json["measurement"] that must match for rows of one strategies.csv to be comparable.
+MEASUREMENT_KEYS = ("weights_sha1", "recalibrate", "recal_videos", "recal_batch_size", "selection_videos", "views",
+                    "input_shape")
+
+
+# ----------------------------------------------------------------------------- the strategy list
+
+
+def strategy_plan(model, num: int, seed: int) -> list[tuple[Strategy, str]]:
+    """(strategy, source) in scoring order: the canonical ones, the most probable, then ``num`` draws
+    from a generator seeded with ``seed``; each strategy id appears once (its first source wins)."""
+    n = model.num_slots
+    plan = [(Strategy.uniform(unit, n), source) for source, unit in CANONICAL]
+    plan.append((model.most_probable_strategy(), "most_probable"))
+    g = torch.Generator().manual_seed(int(seed))
+    plan.extend((model.sample_strategy(g), "sampled") for _ in range(int(num)))
+    seen: set[str] = set()
+    out = []
+    for s, source in plan:
+        if s.id not in seen:
+            seen.add(s.id)
+            out.append((s, source))
+    return out
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def run_sample(run_dir: str | Path, num: int = 100, seed: int | None = None, recalibrate: bool = True,
+               recal_clips: int | None = None, batch_size: int | None = None, device: str | None = None,
+               progress: bool = True, limit: int | None = None,
+               shard: str | tuple[int, int] | None = None) -> pd.DataFrame:
+    """Score ``num`` sampled strategies plus the canonical ones; returns every row of ``strategies.csv``.
+
+    ``seed``: seed of the strategy draws (default: the run seed). ``recalibrate``: also score after
+    BatchNorm recalibration (else the ``*_after`` columns are empty). ``recal_clips``: number of fit
+    videos (one centre clip each) used for recalibration (default 200, at most the fit split).
+    ``batch_size``: evaluation batch size (default ``max(2 * train.batch_size, 16)``); recalibration
+    batches use ``train.batch_size``, the batch size the template's statistics were trained at.
+    ``device``: torch device (default: the run's ``run.device``). ``limit``: stop after scoring this
+    many new strategies (the run can be resumed; for staged runs and tests). ``shard``: ``"I/N"``
+    to score only this process's share (see the module docstring); default from torchrun's
+    environment. A shard that does not merge returns its own rows.
+    """
+    if num < 0:
+        raise ValueError(f"num must be >= 0, got {num}")
+    run = RunDir(run_dir)
+    run_dir = run.path
+    t_start = time.perf_counter()
+    shard_i, shard_n = shard_spec(shard)
+    scorer = StrategyScorer(run_dir, recalibrate, recal_clips, batch_size, device, progress, sharded=shard_n > 1)
+    model, state, measurement = scorer.model, scorer.state, scorer.measurement
+    draw_seed = scorer.cfg.run.seed if seed is None else int(seed)
+
+    main_csv, json_path = run.strategies, run.sample
+    plan = strategy_plan(model, num, draw_seed)
+    order = [s.id for s, _ in plan]
+    if shard_n == 1:
+        merge_shards(run_dir, order)  # what earlier sharded runs left behind
+        csv_path, done_path = main_csv, None
+    else:
+        csv_path, done_path = run.shard_rows(shard_i, shard_n), run.shard_done(shard_i, shard_n)
+        done_path.unlink(missing_ok=True)
+    settings = {"num": int(num), "seed": draw_seed, "recalibrate": bool(recalibrate), "recal_clips": recal_clips,
+                "eval_batch_size": scorer.eval_batch_size, "device": str(scorer.device), "limit": limit,
+                "shards": shard_n}
+    info = {"complete": False, "settings": settings, "measurement": measurement,
+            "checkpoint_epoch": state.get("epoch"), "planned": len(plan)}
+    writer = RowWriter(csv_path)  # takes the lock before the existing rows are read
+    bar = None
+    new_rows, seconds = 0, []
+    try:
+        existing = read_strategies(csv_path, repair=True)
+        if len(existing) and existing[list(RF_COLUMNS)].isna().all().all():  # written before the RF columns
+            existing = with_rf_columns(existing, model)
+            rewrite_strategies(csv_path, existing)
+        if csv_path != main_csv:
+            existing = pd.concat([read_strategies(main_csv), existing], ignore_index=True)
+        if len(existing) and json_path.is_file():
+            previous = json.loads(json_path.read_text()).get("measurement", {})
+            diff = [k for k in MEASUREMENT_KEYS if k in previous and previous[k] != measurement[k]]
+            if diff:
+                raise RuntimeError(f"{csv_path} was measured with a different {', '.join(diff)} (other weights or "
+                                   "settings); move it away to sample again")
+        done = set(existing["id"].astype(str))
+        mine = plan[shard_i::shard_n]
+        todo = [(s, src) for s, src in mine if s.id not in done]
+        if shard_i == 0:
+            atomic_write_text(json_path, json.dumps(info, indent=1) + "\n")
+        writer.ensure_header()
+        if progress:
+            from tqdm import tqdm
+
+            desc = "scoring strategies" + (f" (shard {shard_i}/{shard_n})" if shard_n > 1 else "")
+            bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=desc, unit="strategy",
+                       file=sys.stderr, dynamic_ncols=True)
+        for strategy, source in todo:
+            if limit is not None and new_rows >= limit:
+                break
+            row = scorer.score(strategy, source)
+            writer.write(row)
+            seconds.append(row["seconds"])
+            new_rows += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(top1=f"{(row['top1_after'] if recalibrate else row['top1_before']):.1f}")
+        finished = limit is None or new_rows < limit or not todo[new_rows:]
+        df = read_strategies(csv_path)
+    finally:
+        writer.close()
+        if bar is not None:
+            bar.close()
+        scorer.restore()
+
+    if done_path is not None:
+        if not finished:
+            return df
+        done_path.write_text("done\n")
+        if not merge_shards(run_dir, order):
+            return df  # other shards still running: the last one to finish merges
+        df = read_strategies(main_csv)
+    scored = set(df["id"].astype(str))
+    score = "top1_after" if recalibrate else "top1_before"
+    sampled = df[df["source"] == "sampled"]
+    best = df.sort_values([score, "macs"], ascending=[False, True], kind="stable").iloc[0] if len(df) else None
+    info.update({
+        "complete": all(s.id in scored for s, _ in plan), "rows": len(df), "new_rows": new_rows,
+        "unique_sampled_planned": sum(1 for _, src in plan if src == "sampled"),
+        "duplicates_removed": int(num) + 4 - len(plan),
+        "seconds_total": round(time.perf_counter() - t_start, 3),
+        "seconds_per_strategy": round(float(np.mean(seconds)), 4) if seconds else None,
+        "canonical_ids": {source: Strategy.uniform(unit, model.num_slots).id for source, unit in CANONICAL},
+        "most_probable_id": model.most_probable_strategy().id,
+        "score_column": score,
+        "sampled_mean": float(sampled[score].mean()) if len(sampled) else None,
+        "sampled_std": float(sampled[score].std(ddof=0)) if len(sampled) else None,
+        "best": None if best is None else {"id": best["id"], "strategy": best["strategy"], "source": best["source"],
+                                           score: float(best[score]), "macs": int(best["macs"])},
+    })
+    atomic_write_text(json_path, json.dumps(info, indent=1) + "\n")
+    return df
+
+
+# ----------------------------------------------------------------------------- the verb
+
+
+def command(args) -> int:
+    t0 = time.time()
+    i, n = shard_spec(args.shard)
+    df = run_sample(args.run, num=args.num, seed=args.seed, recalibrate=not args.no_recalibrate,
+                    recal_clips=args.recal_clips, batch_size=args.batch_size, device=args.device,
+                    progress=sys.stderr.isatty(), shard=(i, n))
+    run = RunDir(args.run)
+    merged = not run.shard_rows(i, n).exists()
+    if n > 1 and not merged:
+        print(f"shard {i}/{n}: {len(df)} strategies scored in {time.time() - t0:.1f}s; the last shard to finish "
+              f"merges them into {run.strategies}")
+        return 0
+    col = "top1_after" if not args.no_recalibrate else "top1_before"
+    if len(df):
+        best = df.sort_values(col, ascending=False).iloc[0]
+        print(f"scored {len(df)} strategies in {time.time() - t0:.1f}s -> {run.strategies}; "
+              f"best {col} {best[col]:.1f}% ({best['strategy']})")
+    return 0
