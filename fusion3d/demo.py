@@ -28,7 +28,8 @@ from fusion3d.utils import atomic_write_text
 # Demo settings. Everything not named here is the config schema's default (configs/synth_*.yaml).
 FULL = {"classes": 6, "videos_per_class": 60, "warmup_epochs": 12, "epochs": 8, "strategies": 100}
 QUICK = {"classes": 4, "videos_per_class": 12, "warmup_epochs": 3, "epochs": 3, "strategies": 12}
-NOT_IN_DEMO = ["validate (built: `fusion3d validate RUN --num 8`; it trains 8 more strategies alone)"]
+NOT_IN_DEMO = ["agreement (`fusion3d agreement RUN --num 8`, once `validate`; it trains 8 more strategies alone)",
+               "bench (`fusion3d bench score RUN --table NAME` against a ground-truth table)"]
 RETRAIN = ("S", "ST", "S+ST", "opt")  # the Table-2 analog, on the motion run
 DERIVE = (("resnet18_3d", None), ("resnet50_3d", (16, 112, 112)))  # None: the run's clip size
 
