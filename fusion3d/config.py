@@ -47,9 +47,15 @@ class DataConfig:
     split: int = _f(1, "official split number where the format has several (UCF101: 1-3)")
     train_subset: str = _f("train", "annotation subset used for training")
     eval_subset: str = _f("test", "annotation subset used for final evaluation numbers")
-    selection_fraction: float = _f(0.2, "share of each training class held out (never trained on) to score strategies")
-    selection_subset: str = _f("", "use this annotation subset for strategy selection instead of carving it from train")
-    sampling: Literal["dense", "segment"] = _f("dense", "clip sampler: dense (clip_len x frame_interval) or segment (TSN)")
+    selection_fraction: float = _f(
+        0.2, "share of each training class held out (never trained on) to score strategies"
+    )
+    selection_subset: str = _f(
+        "", "use this annotation subset for strategy selection instead of carving it from train"
+    )
+    sampling: Literal["dense", "segment"] = _f(
+        "dense", "clip sampler: dense (clip_len x frame_interval) or segment (TSN)"
+    )
     clip_len: int = _f(8, "frames per clip (segment sampling: number of segments)")
     frame_interval: int = _f(2, "dense sampling: step between sampled frames")
     test_clips: int = _f(1, "temporal clips per video at evaluation")
@@ -57,8 +63,13 @@ class DataConfig:
     short_side: int = _f(40, "short side after resizing (evaluation, and lower bound of training jitter)")
     short_side_max: int = _f(44, "upper bound of the training short-side jitter (= short_side: no jitter)")
     crop_size: int = _f(32, "square crop size fed to the network")
-    flip: Literal["off", "on", "swap"] = _f("on", "horizontal flip in training: off (direction-sensitive classes), on, or on with label swap")
-    flip_swap: list = _f([], "flip=swap: label pairs [[a, b], ...] swapped on flip (empty: derived from left/right in class names)")
+    flip: Literal["off", "on", "swap"] = _f(
+        "on", "horizontal flip in training: off (direction-sensitive classes), on, or on with label swap"
+    )
+    flip_swap: list = _f(
+        [],
+        "flip=swap: label pairs [[a, b], ...] swapped on flip (empty: derived from left/right in class names)",
+    )
     mean: list = _f([0.45, 0.45, 0.45], "per-channel mean for normalisation (RGB, [0,1] scale)")
     std: list = _f([0.225, 0.225, 0.225], "per-channel std for normalisation")
     num_workers: int = _f(0, "data-loader worker processes")
@@ -73,16 +84,25 @@ class TrainConfig:
     batch_size: int = _f(8, "clips per optimisation step (per process under torchrun)")
     warmup_epochs: int = _f(12, "epochs with every path on (gates off) before v-DropPath")
     epochs: int = _f(8, "epochs of the v-DropPath phase (0: plain training only)")
-    optimizer: Literal["sgd", "adamw"] = _f("sgd", "sgd (momentum; the paper's) or adamw (faster on tiny CPU presets)")
+    optimizer: Literal["sgd", "adamw"] = _f(
+        "sgd", "sgd (momentum; the paper's) or adamw (faster on tiny CPU presets)"
+    )
     lr: float = _f(0.05, "learning rate of the network weights (restarts at each phase)")
     momentum: float = _f(0.9, "SGD momentum (adamw: beta1)")
     weight_decay: float = _f(5e-4, "weight decay of the network weights (never applied to drop logits)")
     logit_lr: float = _f(0.0, "learning rate of the drop logits (0: same as train.lr)")
-    schedule: Literal["multistep", "cosine", "constant"] = _f("cosine", "learning-rate schedule within each phase")
+    schedule: Literal["multistep", "cosine", "constant"] = _f(
+        "cosine", "learning-rate schedule within each phase"
+    )
     milestones: list = _f([], "multistep: epochs (within the phase) where lr is multiplied by gamma")
     gamma: float = _f(0.1, "multistep: lr factor at each milestone")
-    k: float = _f(1.0, "v-DropPath length-scale prior k (the sparsity knob; synthetic default measured; paper: 50, 10 Kinetics, 250 SSv1)")
-    reg_form: Literal["code", "paper"] = _f("code", "regulariser coefficient: k/N (original code) or k^2/(2N) (paper text)")
+    k: float = _f(
+        1.0,
+        "v-DropPath length-scale prior k (the sparsity knob; synthetic default measured; paper: 50, 10 Kinetics, 250 SSv1)",
+    )
+    reg_form: Literal["code", "paper"] = _f(
+        "code", "regulariser coefficient: k/N (original code) or k^2/(2N) (paper text)"
+    )
     eval_samples: int = _f(8, "K: hard-sampled strategies averaged for posterior-predictive validation")
     eval_every: int = _f(1, "validate every this many epochs (and after the last)")
     log_every: int = _f(10, "write a step record to metrics.jsonl every this many steps")
@@ -99,7 +119,9 @@ class RunConfig:
     out: str = _f("runs/default", "run directory (created; holds config.yaml, checkpoints, metrics, results)")
     seed: int = _f(0, "seed for python, numpy, torch and every data-loader worker")
     device: str = _f("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:N")
-    threads: int = _f(0, "CPU threads for torch ops (0: torch's default; 1 is fastest on a busy 2-core machine)")
+    threads: int = _f(
+        0, "CPU threads for torch ops (0: torch's default; 1 is fastest on a busy 2-core machine)"
+    )
 
 
 @dataclass
@@ -107,7 +129,9 @@ class Config:
     """The whole resolved configuration of a run."""
 
     run: RunConfig = field(default_factory=RunConfig, metadata={"help": "run directory and reproducibility"})
-    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "dataset, sampling and transforms"})
+    data: DataConfig = field(
+        default_factory=DataConfig, metadata={"help": "dataset, sampling and transforms"}
+    )
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "template or backbone"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training recipe"})
 
@@ -133,7 +157,9 @@ def _check_value(key: str, tp: Any, value: Any) -> Any:
         for c in choices:
             if str(c) == str(value) or (isinstance(value, bool) and str(c) == ("on" if value else "off")):
                 return c
-        raise ConfigError(f"config key '{key}': {value!r} is not valid; choose one of {', '.join(map(str, choices))}")
+        raise ConfigError(
+            f"config key '{key}': {value!r} is not valid; choose one of {', '.join(map(str, choices))}"
+        )
     if origin in (typing.Union, types.UnionType):
         args = get_args(tp)
         if value is None and type(None) in args:
@@ -200,7 +226,9 @@ RETIRED_KEYS = frozenset({"data.synth"})
 
 def _apply_mapping(obj: Any, mapping: dict, prefix: str = "") -> None:
     if not isinstance(mapping, dict):
-        raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {mapping!r}")
+        raise ConfigError(
+            f"config section '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {mapping!r}"
+        )
     hints = _hints(type(obj))
     valid = [f.name for f in dataclasses.fields(obj)]
     for name, value in mapping.items():
@@ -252,35 +280,55 @@ def parse_override(text: str) -> tuple[str, Any]:
 def check_config(cfg: Config) -> None:
     """Cross-key checks that single types cannot express."""
     d = cfg.data
-    for key, v in (("data.clip_len", d.clip_len), ("data.frame_interval", d.frame_interval),
-                   ("data.test_clips", d.test_clips), ("data.crop_size", d.crop_size),
-                   ("data.short_side", d.short_side)):
+    for key, v in (
+        ("data.clip_len", d.clip_len),
+        ("data.frame_interval", d.frame_interval),
+        ("data.test_clips", d.test_clips),
+        ("data.crop_size", d.crop_size),
+        ("data.short_side", d.short_side),
+    ):
         if v < 1:
             raise ConfigError(f"config key '{key}' must be at least 1, got {v}")
     if not 0.0 <= d.selection_fraction < 1.0:
-        raise ConfigError(f"config key 'data.selection_fraction' must be in [0, 1), got {d.selection_fraction}")
+        raise ConfigError(
+            f"config key 'data.selection_fraction' must be in [0, 1), got {d.selection_fraction}"
+        )
     if d.num_workers < 0:
         raise ConfigError(f"config key 'data.num_workers' must be >= 0, got {d.num_workers}")
     if d.short_side_max < d.short_side:
-        raise ConfigError(f"config key 'data.short_side_max' ({d.short_side_max}) must be >= data.short_side ({d.short_side})")
+        raise ConfigError(
+            f"config key 'data.short_side_max' ({d.short_side_max}) must be >= data.short_side ({d.short_side})"
+        )
     if d.crop_size > d.short_side:
-        raise ConfigError(f"config key 'data.crop_size' ({d.crop_size}) must be <= data.short_side ({d.short_side})")
+        raise ConfigError(
+            f"config key 'data.crop_size' ({d.crop_size}) must be <= data.short_side ({d.short_side})"
+        )
     if len(d.mean) != 3 or len(d.std) != 3:
         raise ConfigError("config keys 'data.mean' and 'data.std' must hold 3 numbers (RGB)")
     for pair in d.flip_swap:
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, int) for x in pair)):
             raise ConfigError(f"config key 'data.flip_swap': each entry must be a pair of ints, got {pair!r}")
     t = cfg.train
-    for key, v in (("train.batch_size", t.batch_size), ("train.eval_samples", t.eval_samples),
-                   ("train.eval_every", t.eval_every), ("train.log_every", t.log_every)):
+    for key, v in (
+        ("train.batch_size", t.batch_size),
+        ("train.eval_samples", t.eval_samples),
+        ("train.eval_every", t.eval_every),
+        ("train.log_every", t.log_every),
+    ):
         if v < 1:
             raise ConfigError(f"config key '{key}' must be at least 1, got {v}")
     if t.warmup_epochs < 0 or t.epochs < 0 or t.warmup_epochs + t.epochs < 1:
-        raise ConfigError("config keys 'train.warmup_epochs' and 'train.epochs' must be >= 0 with a positive sum")
+        raise ConfigError(
+            "config keys 'train.warmup_epochs' and 'train.epochs' must be >= 0 with a positive sum"
+        )
     if t.lr <= 0 or t.logit_lr < 0 or t.k < 0:
-        raise ConfigError("config keys 'train.lr' (> 0), 'train.logit_lr' and 'train.k' (>= 0) are out of range")
+        raise ConfigError(
+            "config keys 'train.lr' (> 0), 'train.logit_lr' and 'train.k' (>= 0) are out of range"
+        )
     if any(not isinstance(m, int) or m < 1 for m in t.milestones):
-        raise ConfigError(f"config key 'train.milestones' must hold positive epoch numbers, got {t.milestones}")
+        raise ConfigError(
+            f"config key 'train.milestones' must hold positive epoch numbers, got {t.milestones}"
+        )
     try:
         check_model_config(cfg.model)
     except ValueError as e:
@@ -335,5 +383,7 @@ def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str, 
         if dataclasses.is_dataclass(tp):
             rows.extend(describe(tp, prefix + f.name + "."))
         else:
-            rows.append((prefix + f.name, _type_name(tp), repr(getattr(inst, f.name)), f.metadata.get("help", "")))
+            rows.append(
+                (prefix + f.name, _type_name(tp), repr(getattr(inst, f.name)), f.metadata.get("help", ""))
+            )
     return rows

@@ -71,13 +71,20 @@ def test_spread_picks_takes_the_nearest_to_evenly_spaced_scores_best_and_worst_i
 
 
 def test_rank_agreement_reports_template_and_flops_rankings():
-    df = pd.DataFrame({"top1_after": [10, 20, 30, 40], "top1_before": [40, 30, 20, 10],
-                       "macs": [1, 2, 3, 4], "standalone_top1": [11, 19, 33, 41]})
+    df = pd.DataFrame(
+        {
+            "top1_after": [10, 20, 30, 40],
+            "top1_before": [40, 30, 20, 10],
+            "macs": [1, 2, 3, 4],
+            "standalone_top1": [11, 19, 33, 41],
+        }
+    )
     r = rank_agreement(df, permutations=50)
     assert r["n"] == 4 and r["kendall_tau_after"] == 1.0 and r["kendall_tau_before"] == -1.0
     assert r["kendall_tau_flops"] == 1.0 and r["spearman_rho_after"] == pytest.approx(1.0)
-    assert set(r["p_values"]) == {f"{s}_{n}" for s in ("kendall_tau", "spearman_rho")
-                                  for n in ("after", "before", "flops")}
+    assert set(r["p_values"]) == {
+        f"{s}_{n}" for s in ("kendall_tau", "spearman_rho") for n in ("after", "before", "flops")
+    }
 
 
 @pytest.mark.slow
@@ -95,8 +102,15 @@ def test_validate_trains_spread_strategies_alone_and_writes_tau(tiny_motion, tmp
     assert table["top1_after"].max() == best and table["top1_after"].min() == worst
     assert table["standalone_top1"].between(0, 100).all()
     saved = json.loads((run / "validate.json").read_text())
-    for key in ("kendall_tau_after", "kendall_tau_before", "kendall_tau_flops", "spearman_rho_after", "n",
-                "measured_on", "p_values"):
+    for key in (
+        "kendall_tau_after",
+        "kendall_tau_before",
+        "kendall_tau_flops",
+        "spearman_rho_after",
+        "n",
+        "measured_on",
+        "p_values",
+    ):
         assert key in saved
     assert "selection split" in saved["measured_on"] and "test subset" in saved["measured_on"]
     assert (run / "validate_scatter.png").stat().st_size > 5000
@@ -116,8 +130,14 @@ def test_validate_without_strategies_names_the_missing_stage(tiny_motion, tmp_pa
 
 
 def test_rank_agreement_uses_exact_p_values_intervals_and_warns_for_few_strategies():
-    df = pd.DataFrame({"top1_after": [10, 20, 30, 40, 50, 60], "top1_before": [1, 2, 3, 4, 5, 6],
-                       "macs": [6, 5, 4, 3, 2, 1], "standalone_top1": [12, 18, 35, 38, 55, 61]})
+    df = pd.DataFrame(
+        {
+            "top1_after": [10, 20, 30, 40, 50, 60],
+            "top1_before": [1, 2, 3, 4, 5, 6],
+            "macs": [6, 5, 4, 3, 2, 1],
+            "standalone_top1": [12, 18, 35, 38, 55, 61],
+        }
+    )
     r = rank_agreement(df, permutations=50, n_boot=200)
     # tau = 1 on 6 points: exactly 2 of the 720 orders reach |tau| = 1
     assert r["p_methods"]["kendall_tau_after"] == "exact"
@@ -125,5 +145,7 @@ def test_rank_agreement_uses_exact_p_values_intervals_and_warns_for_few_strategi
     lo, hi = r["intervals"]["kendall_tau_after"]
     assert lo <= r["kendall_tau_after"] <= hi
     assert r["tau_critical"] == pytest.approx(13 / 15) and "only |tau| >= 0.87" in r["warning"]
-    many = pd.concat([df.assign(standalone_top1=df["standalone_top1"] + k / 10) for k in range(3)], ignore_index=True)
+    many = pd.concat(
+        [df.assign(standalone_top1=df["standalone_top1"] + k / 10) for k in range(3)], ignore_index=True
+    )
     assert rank_agreement(many, permutations=50, n_boot=50)["warning"] is None

@@ -16,8 +16,17 @@ from fusion3d.models import Strategy, build_model
 from fusion3d.stages.analyze import run_analyze
 
 PNG = b"\x89PNG\r\n\x1a\n"
-FILES = ("marginals.csv", "figure4.png", "figure4_sampling.png", "acc_vs_flops.png", "acc_hist.png",
-         "top_strategies.csv", "opt_strategy.json", "analysis.json", "rf_vs_accuracy.png")
+FILES = (
+    "marginals.csv",
+    "figure4.png",
+    "figure4_sampling.png",
+    "acc_vs_flops.png",
+    "acc_hist.png",
+    "top_strategies.csv",
+    "opt_strategy.json",
+    "analysis.json",
+    "rf_vs_accuracy.png",
+)
 
 
 @pytest.fixture(scope="module")

@@ -45,8 +45,11 @@ def _graph() -> dict[str, set[str]]:
 
 
 def test_no_module_is_longer_than_600_lines():
-    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
-            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
     assert not long, f"modules over {MAX_LINES} lines: {long}"
 
 
@@ -68,7 +71,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
             if parent_child(node, nxt):
                 continue
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         stack.pop()
@@ -92,8 +95,11 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_no_stage_imports_another_stage():
     graph = _graph()
-    bad = {m: sorted(i for i in imps if i.startswith("fusion3d.stages.") and i != m)
-           for m, imps in graph.items() if m.startswith("fusion3d.stages.")}
+    bad = {
+        m: sorted(i for i in imps if i.startswith("fusion3d.stages.") and i != m)
+        for m, imps in graph.items()
+        if m.startswith("fusion3d.stages.")
+    }
     assert not {m: v for m, v in bad.items() if v}, bad
 
 
@@ -102,15 +108,25 @@ def test_libraries_never_import_stages_the_report_or_the_cli():
     upper = ("fusion3d.stages", "fusion3d.report", "fusion3d.cli", "fusion3d.demo")
     allowed = ("fusion3d.stages", "fusion3d.cli", "fusion3d.demo", "fusion3d.__main__")
     graph = _graph()
-    bad = {m: sorted(i for i in imps if i.startswith(upper) and not i.startswith(m.split(".")[0] + "." + m.split(".")[1]))
-           for m, imps in graph.items() if not m.startswith(allowed) and m != "fusion3d"}
+    bad = {
+        m: sorted(
+            i
+            for i in imps
+            if i.startswith(upper) and not i.startswith(m.split(".")[0] + "." + m.split(".")[1])
+        )
+        for m, imps in graph.items()
+        if not m.startswith(allowed) and m != "fusion3d"
+    }
     assert not {m: v for m, v in bad.items() if v}, bad
 
 
 def test_analysis_reads_no_run_directory():
     graph = _graph()
-    bad = {m: sorted(i for i in imps if i.startswith(("fusion3d.run", "fusion3d.engine.checkpoint")))
-           for m, imps in graph.items() if m.startswith("fusion3d.analysis")}
+    bad = {
+        m: sorted(i for i in imps if i.startswith(("fusion3d.run", "fusion3d.engine.checkpoint")))
+        for m, imps in graph.items()
+        if m.startswith("fusion3d.analysis")
+    }
     assert not {m: v for m, v in bad.items() if v}, bad
 
 
@@ -123,8 +139,11 @@ def _string_constants(path: Path) -> list[tuple[int, str]]:
             first = node.body[0]
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
                 docstrings.add(id(first.value))
-    return [(n.lineno, n.value) for n in ast.walk(tree)
-            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]
+    return [
+        (n.lineno, n.value)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
+    ]
 
 
 def test_run_directory_file_names_are_spelled_only_in_run():

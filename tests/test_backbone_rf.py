@@ -38,7 +38,12 @@ def _model(name: str, **kw):
 
 # the brute force runs the ResNets through the conv2d kernels (the CPU path), MobileNetV2 through
 # conv3d (the CUDA path; on a CPU its many depthwise convs in float64 are faster so)
-IMPL = {"resnet18_3d": "conv2d", "resnet50_3d": "conv2d", "resnext50_32x4d_3d": "conv2d", "mobilenetv2_3d": "conv3d"}
+IMPL = {
+    "resnet18_3d": "conv2d",
+    "resnet50_3d": "conv2d",
+    "resnext50_32x4d_3d": "conv2d",
+    "mobilenetv2_3d": "conv3d",
+}
 
 
 def _uniform(model, unit: str) -> Strategy:
@@ -54,8 +59,13 @@ def test_head_receptive_fields_of_the_backbones(name):
     n = model.num_slots
     rf = {u: head_rf(model, _uniform(model, u)) for u in UNITS}
     # the spatial receptive fields of the 2D networks (ResNet-18 435, ResNet-50 427, MobileNetV2 491 pixels)
-    s_max = {"resnet18_3d": 435, "resnet50_3d": 427, "resnext50_32x4d_3d": 427, "resnext101_32x8d_3d": 971,
-             "mobilenetv2_3d": 491}[name]
+    s_max = {
+        "resnet18_3d": 435,
+        "resnet50_3d": 427,
+        "resnext50_32x4d_3d": 427,
+        "resnext101_32x8d_3d": 971,
+        "mobilenetv2_3d": 491,
+    }[name]
     mobile = name.startswith("mobilenet")
     t_stem = 3 if mobile else 7  # stem conv 3x3x3 / conv 5x7x7 + max pool 3x3x3
     for u in ("S", "ST", "S+ST"):
@@ -92,7 +102,9 @@ def test_graph_layout_and_contract():
     i = next(k for k, n in enumerate(g) if isinstance(n, Mark) and n.name == first.name)
     par = g[i - 1]
     assert par.branches[0] == (Op.from_module(first.shortcut.conv),)
-    assert par.branches[1][0] == Par(((Op.from_module(first.path_s.conv),), (Op.from_module(first.path_t.conv),)))
+    assert par.branches[1][0] == Par(
+        ((Op.from_module(first.path_s.conv),), (Op.from_module(first.path_t.conv),))
+    )
     assert par.branches[1][1:] == (Op.from_module(first.branch.conv2), Op.from_module(first.branch.conv3))
     assert Op.from_module(first.branch.conv2).stride == (1, 2, 2)
 
@@ -156,7 +168,9 @@ def _brute_force(model, strategy: Strategy, shape: tuple[int, int, int]) -> dict
     hooks = [slot.register_forward_hook(lambda m, a, o: feats.__setitem__(m.name, o)) for slot in model.slots]
     hooks.append(model.head.pool.register_forward_pre_hook(lambda m, a: feats.__setitem__("head", a[0])))
     g = torch.Generator().manual_seed(1)
-    x = (torch.rand(1, model.in_channels, *shape, generator=g, dtype=torch.float64) + 0.5).requires_grad_(True)
+    x = (torch.rand(1, model.in_channels, *shape, generator=g, dtype=torch.float64) + 0.5).requires_grad_(
+        True
+    )
     try:
         model(x)
     finally:
@@ -179,15 +193,23 @@ def _brute_force(model, strategy: Strategy, shape: tuple[int, int, int]) -> dict
             others = tuple(d for d in range(3) if d != a)
             nz = torch.nonzero(support.any(dim=others[1]).any(dim=others[0])).flatten()
             r = rf.axis(AXES[a])
-            out[mark.name][AXES[a]] = ((int(nz.min()), int(nz.max())), (idx[a] * r.jump + r.lo, idx[a] * r.jump + r.hi), r)
+            out[mark.name][AXES[a]] = (
+                (int(nz.min()), int(nz.max())),
+                (idx[a] * r.jump + r.lo, idx[a] * r.jump + r.hi),
+                r,
+            )
     return out
 
 
 def _shortest(model, strategy: Strategy) -> Strategy:
     """The sub-network of the shortest path: the shortcut at residual blocks (unit none), the S path if
     kept (else the T path, or the option-A skip for none) at blocks without a residual."""
-    return Strategy(tuple("none" if slot.residual else ("S" if unit in ("S", "S+ST") else unit)
-                          for slot, unit in zip(model.slots, strategy)))
+    return Strategy(
+        tuple(
+            "none" if slot.residual else ("S" if unit in ("S", "S+ST") else unit)
+            for slot, unit in zip(model.slots, strategy)
+        )
+    )
 
 
 def _strategies(n: int, seed: int, uniform: tuple[str, ...] = UNITS) -> list[Strategy]:
@@ -264,12 +286,18 @@ def test_rf_distribution_matches_enumeration(name):
     n = model.num_slots
     rng = np.random.default_rng(5)
     drop = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [1.0, 1.0]] * n)[:n]  # S, ST, S+ST, none in turn
-    free = [0, 2, n // 2, n - 1] if name == "resnet18_3d" else [0, 2, 5, n - 1]  # 5: layer4.block1 (no residual)
+    free = (
+        [0, 2, n // 2, n - 1] if name == "resnet18_3d" else [0, 2, 5, n - 1]
+    )  # 5: layer4.block1 (no residual)
     assert name == "resnet18_3d" or not model.slots[5].residual
     drop[free] = rng.uniform(0.05, 0.95, (4, 2))
     enumerated = _enumerate(model, drop)
-    for key, axis, stat in (("rf_t_max", "t", "max"), ("rf_t_min", "t", "min"), ("rf_s_max", "h", "max"),
-                            ("rf_s_min", "h", "min")):
+    for key, axis, stat in (
+        ("rf_t_max", "t", "max"),
+        ("rf_t_min", "t", "min"),
+        ("rf_s_max", "h", "max"),
+        ("rf_s_min", "h", "min"),
+    ):
         exact = enumerated[key]
         dp = rf_distribution(model, drop, axis, stat)
         assert dp.keys() == exact.keys(), key

@@ -67,8 +67,14 @@ def test_create_builds_every_name_with_its_slots(name):
     model = meta_model(name, 7)
     assert model.num_classes == 7 and model.in_channels == 3
     assert len(model.slot_names) == len(set(model.slot_names)) == model.num_slots
-    expected_slots = {"resnet18_3d": 8, "resnet50_3d": 16, "resnext50_32x4d_3d": 16, "resnext101_32x8d_3d": 33,
-                      "mobilenetv2_3d": 16, "densenet121_3d": 61}
+    expected_slots = {
+        "resnet18_3d": 8,
+        "resnet50_3d": 16,
+        "resnext50_32x4d_3d": 16,
+        "resnext101_32x8d_3d": 33,
+        "mobilenetv2_3d": 16,
+        "densenet121_3d": 61,
+    }
     if name in BACKBONES:
         assert model.slot_names[0] == ("layer2.block1" if name == "mobilenetv2_3d" else "layer1.block1")
         assert all(model.get_submodule(s.name) is s for s in model.slots)  # slot name = module path
@@ -224,7 +230,9 @@ def test_summary_lists_every_slot_with_its_unit_and_drop_probs():
     assert lines[3].split()[1] == "layer3.block2" and lines[3].split()[5] == "none" and "0.100" in lines[3]
     assert "not a slot" in text and "head: Conv 1x1x1" in text
     assert "InvertedResidualSlot" in model.tree() and "gate_s" in model.tree()
-    assert "BottleneckSlot" in small("resnet50_3d").tree() and "stride (1, 2, 2)" in repr(small("resnet50_3d"))
+    assert "BottleneckSlot" in small("resnet50_3d").tree() and "stride (1, 2, 2)" in repr(
+        small("resnet50_3d")
+    )
 
 
 # ---- widths and init --------------------------------------------------------------------------
@@ -258,12 +266,27 @@ def test_init_like_the_template_and_optional_zero_init_residual():
 # 5x7x7 instead of 7x7 adds 4 x 9,408 = 37,632 weights; the MobileNetV2 stem 3x3x3 instead of 3x3 adds
 # 2 x 864 = 1,728. Every other layer of an all-S backbone has exactly the 2D layer's parameters
 # (1x1x1 / 1x3x3 kernels, same BatchNorms, same classifier).
-TORCHVISION_2D = {"resnet18_3d": 11_689_512, "resnet50_3d": 25_557_032, "resnext50_32x4d_3d": 25_028_904,
-                  "resnext101_32x8d_3d": 88_791_336, "mobilenetv2_3d": 3_504_872}
-STEM_INFLATION = {"resnet18_3d": 37_632, "resnet50_3d": 37_632, "resnext50_32x4d_3d": 37_632,
-                  "resnext101_32x8d_3d": 37_632, "mobilenetv2_3d": 1_728}
-ALL_S = {"resnet18_3d": 11_727_144, "resnet50_3d": 25_594_664, "resnext50_32x4d_3d": 25_066_536,
-         "resnext101_32x8d_3d": 88_828_968, "mobilenetv2_3d": 3_506_600}
+TORCHVISION_2D = {
+    "resnet18_3d": 11_689_512,
+    "resnet50_3d": 25_557_032,
+    "resnext50_32x4d_3d": 25_028_904,
+    "resnext101_32x8d_3d": 88_791_336,
+    "mobilenetv2_3d": 3_504_872,
+}
+STEM_INFLATION = {
+    "resnet18_3d": 37_632,
+    "resnet50_3d": 37_632,
+    "resnext50_32x4d_3d": 37_632,
+    "resnext101_32x8d_3d": 37_632,
+    "mobilenetv2_3d": 1_728,
+}
+ALL_S = {
+    "resnet18_3d": 11_727_144,
+    "resnet50_3d": 25_594_664,
+    "resnext50_32x4d_3d": 25_066_536,
+    "resnext101_32x8d_3d": 88_828_968,
+    "mobilenetv2_3d": 3_506_600,
+}
 
 
 @pytest.mark.parametrize("name", BACKBONES)
@@ -309,8 +332,16 @@ def test_macs_match_flop_counter_with_conv3d_impl():
     assert fc.get_total_flops() == 2 * count_macs(model, CLIP, s)
 
 
-@pytest.mark.parametrize("text", ["S+ST|S+ST|S+ST|S+ST|S+ST|S+ST", "S|S|S|S|S|S", "ST|ST|ST|ST|ST|ST",
-                                  "S|none|ST|S+ST|none|ST", "none|none|none|none|none|none"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "S+ST|S+ST|S+ST|S+ST|S+ST|S+ST",
+        "S|S|S|S|S|S",
+        "ST|ST|ST|ST|ST|ST",
+        "S|none|ST|S+ST|none|ST",
+        "none|none|none|none|none|none",
+    ],
+)
 def test_traced_costs_equal_the_analytic_template_counts(text):
     model = create("tiny", num_classes=5)
     s = Strategy.from_string(text)
@@ -340,30 +371,50 @@ def test_macs_are_linear_in_clip_length():
     model = small("resnet50_3d")
     head = model.head.fc.in_features * model.head.fc.out_features
     for s in (Strategy.uniform("S", 16), Strategy.uniform("ST", 16), mixed(16)):
-        assert count_macs(model, (3, 8, 32, 32), s) - head == 8 * (count_macs(model, (3, 1, 32, 32), s) - head)
+        assert count_macs(model, (3, 8, 32, 32), s) - head == 8 * (
+            count_macs(model, (3, 1, 32, 32), s) - head
+        )
 
 
 # ---- config -----------------------------------------------------------------------------------
 
 
 def test_build_model_dispatches_on_the_config_name():
-    model = build_model(ModelConfig(name="resnext50_32x4d_3d", width_mult=WIDTH, dropout=0.1, drop_init=0.2,
-                                    temperature=0.5, conv_impl="conv3d"), 6)
+    model = build_model(
+        ModelConfig(
+            name="resnext50_32x4d_3d",
+            width_mult=WIDTH,
+            dropout=0.1,
+            drop_init=0.2,
+            temperature=0.5,
+            conv_impl="conv3d",
+        ),
+        6,
+    )
     assert isinstance(model, SlotResNet) and model.num_classes == 6 and model.width_mult == WIDTH
     assert model.head.dropout.p == 0.1 and model.conv_impl == "conv3d"
     assert model.drop_probs()[0, 0].item() == pytest.approx(0.2) and model.slots[0].gate_t.temperature == 0.5
     assert isinstance(build_model(ModelConfig(name="mobilenetv2_3d", width_mult=WIDTH), 3), SlotMobileNetV2)
     assert isinstance(build_model(ModelConfig(name="resnet18_3d", width_mult=WIDTH), 3).slots[0], BasicSlot)
-    assert isinstance(build_model(ModelConfig(name="mobilenetv2_3d", width_mult=WIDTH), 3).slots[0],
-                      InvertedResidualSlot)
+    assert isinstance(
+        build_model(ModelConfig(name="mobilenetv2_3d", width_mult=WIDTH), 3).slots[0], InvertedResidualSlot
+    )
     assert build_model(ModelConfig(name="resnet50_3d", width_mult=WIDTH), 3).head.dropout.p == 0.5
     cfg = load_config(None, ["model.name=resnet18_3d", "model.width_mult=0.25"])
     model = build_model(cfg.model, 4)
     assert all(isinstance(s, BlockSlot) for s in model.slots) and model.stem.conv.out_channels == 16
 
 
-@pytest.mark.parametrize("key,value", [("growth", 8), ("bottleneck_factor", 2), ("blocks", [1, 1]),
-                                       ("stem_channels", 8), ("stem_kernel", [1, 3, 3])])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("growth", 8),
+        ("bottleneck_factor", 2),
+        ("blocks", [1, 1]),
+        ("stem_channels", 8),
+        ("stem_kernel", [1, 3, 3]),
+    ],
+)
 def test_template_only_keys_with_a_backbone_are_config_errors(key, value):
     with pytest.raises(ValueError, match=f"model.{key}"):
         build_model(ModelConfig(name="resnet50_3d", **{key: value}), 3)
@@ -384,8 +435,15 @@ def test_width_mult_with_a_template_preset_is_a_config_error():
 
 
 @pytest.mark.parametrize("impl", ["conv2d", "conv3d"])
-@pytest.mark.parametrize("kernel,stride,padding", [((1, 3, 3), (1, 2, 2), (0, 1, 1)), ((3, 1, 1), 1, (1, 0, 0)),
-                                                   ((1, 1, 1), (1, 2, 2), 0), ((3, 3, 3), (1, 2, 2), 1)])
+@pytest.mark.parametrize(
+    "kernel,stride,padding",
+    [
+        ((1, 3, 3), (1, 2, 2), (0, 1, 1)),
+        ((3, 1, 1), 1, (1, 0, 0)),
+        ((1, 1, 1), (1, 2, 2), 0),
+        ((3, 3, 3), (1, 2, 2), 1),
+    ],
+)
 @pytest.mark.parametrize("groups", [2, 6])
 def test_grouped_factor_conv_equals_conv3d(impl, kernel, stride, padding, groups):
     torch.manual_seed(0)

@@ -52,9 +52,20 @@ def _table(acc_of, strategies, seeds=(0, 1), noise=0.0, n_test=600):
     rows = []
     for s, label in strategies:
         for seed in seeds:
-            rows.append({"strategy": str(s), "id": s.id, "design": label, "seed": seed,
-                         "top1": acc_of(s) + noise * rng.normal(), "top5": 100.0, "macs": 1, "params": 1,
-                         "test_videos": n_test, "seconds": 1.0})
+            rows.append(
+                {
+                    "strategy": str(s),
+                    "id": s.id,
+                    "design": label,
+                    "seed": seed,
+                    "top1": acc_of(s) + noise * rng.normal(),
+                    "top5": 100.0,
+                    "macs": 1,
+                    "params": 1,
+                    "test_videos": n_test,
+                    "seconds": 1.0,
+                }
+            )
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
 
@@ -91,8 +102,12 @@ def test_standard_error_pools_the_seed_variance():
 def test_a_perfect_predictor_scores_tau_one_no_regret_and_full_top5():
     strategies = design(6, 31, 0, cost=lambda s: 0.0)
     gt = ground_truth(_table(lambda s: 10.0 * s.counts()["ST"] + s.counts()["S+ST"], strategies, noise=0.5))
-    r = score_predictors(gt, {"oracle": gt["top1"].to_numpy(), "reversed": -gt["top1"].to_numpy()},
-                         permutations=200, n_boot=200)
+    r = score_predictors(
+        gt,
+        {"oracle": gt["top1"].to_numpy(), "reversed": -gt["top1"].to_numpy()},
+        permutations=200,
+        n_boot=200,
+    )
     assert r["oracle"]["kendall_tau"]["value"] == 1.0 and r["oracle"]["regret_points"] == 0.0
     assert r["oracle"]["top_k_overlap"] == 1.0
     assert r["reversed"]["kendall_tau"]["value"] == -1.0 and r["reversed"]["regret_points"] > 0
@@ -125,12 +140,29 @@ FIXTURE_STRATEGIES = ["S", "ST", "S|ST|S|S|S|S"]
 def spec_file(tmp_path_factory):
     folder = tmp_path_factory.mktemp("spec")
     spec = {
-        "name": "fixture", "description": "a small real table for tests",
-        "synth": {"kind": "motion", "classes": 2, "videos_per_class": 6, "frames": 8, "size": 32, "seed": 3,
-                  "test_per_class": 2},
-        "config": ["model.name=tiny", "data.clip_len=4", "data.short_side=32", "data.short_side_max=36",
-                   "data.crop_size=32", "data.flip=off", "train.batch_size=4", "train.warmup_epochs=0",
-                   "train.epochs=1", "train.eval_samples=1"],
+        "name": "fixture",
+        "description": "a small real table for tests",
+        "synth": {
+            "kind": "motion",
+            "classes": 2,
+            "videos_per_class": 6,
+            "frames": 8,
+            "size": 32,
+            "seed": 3,
+            "test_per_class": 2,
+        },
+        "config": [
+            "model.name=tiny",
+            "data.clip_len=4",
+            "data.short_side=32",
+            "data.short_side_max=36",
+            "data.crop_size=32",
+            "data.flip=off",
+            "train.batch_size=4",
+            "train.warmup_epochs=0",
+            "train.epochs=1",
+            "train.eval_samples=1",
+        ],
         "design": {"strategies": FIXTURE_STRATEGIES},
         "seeds": [0, 1],
     }
@@ -140,8 +172,14 @@ def spec_file(tmp_path_factory):
 
 
 def _cli(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "fusion3d", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "fusion3d", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +210,9 @@ def test_a_killed_build_resumes_without_redoing_rows(built):
     assert len(table) == 6 and len(rows) == 6  # every (strategy, seed) once: nothing trained twice
     assert not rows.duplicated(["id", "seed"]).any()
     kept = rows.set_index(["id", "seed"]).loc[list(zip(first["id"], first["seed"]))]
-    np.testing.assert_array_equal(kept["seconds"].to_numpy(), first["seconds"].to_numpy())  # rows of the killed run kept
+    np.testing.assert_array_equal(
+        kept["seconds"].to_numpy(), first["seconds"].to_numpy()
+    )  # rows of the killed run kept
     assert f"{len(first)} done" in log
     assert [Strategy.from_string(s).id for s in table["strategy"][::2]] == table["id"][::2].tolist()
     meta = json.loads((folder / "table.json").read_text())
@@ -195,16 +235,39 @@ def test_bench_score_compares_a_trained_template_with_the_table(built, tmp_path)
 
     folder, _, _ = built
     root = folder / "data"
-    cfg = load_config(None, ["model.name=tiny", "data.clip_len=4", "data.short_side=32", "data.short_side_max=36",
-                             "data.crop_size=32", "data.flip=off", "train.batch_size=4", "train.warmup_epochs=1",
-                             "train.epochs=1", "train.eval_samples=1", "data.selection_fraction=0.34",
-                             f"data.root={root}", f"data.annotations={root / 'ucfTrainTestlist'}",
-                             f"data.cache_dir={tmp_path / 'cache'}", f"run.out={tmp_path / 'run'}", "run.threads=1",
-                             "train.progress=false"])
+    cfg = load_config(
+        None,
+        [
+            "model.name=tiny",
+            "data.clip_len=4",
+            "data.short_side=32",
+            "data.short_side_max=36",
+            "data.crop_size=32",
+            "data.flip=off",
+            "train.batch_size=4",
+            "train.warmup_epochs=1",
+            "train.epochs=1",
+            "train.eval_samples=1",
+            "data.selection_fraction=0.34",
+            f"data.root={root}",
+            f"data.annotations={root / 'ucfTrainTestlist'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"run.out={tmp_path / 'run'}",
+            "run.threads=1",
+            "train.progress=false",
+        ],
+    )
     train(cfg)
     r = score(str(tmp_path / "run"), str(folder / "table.csv"), permutations=100)
     assert r["n"] == 3 and r["data_matches"] is True
-    assert set(r["predictors"]) == {"template_after", "template_before", "macs", "params", "temporal_rf", "synflow"}
+    assert set(r["predictors"]) == {
+        "template_after",
+        "template_before",
+        "macs",
+        "params",
+        "temporal_rf",
+        "synflow",
+    }
     for p in r["predictors"].values():  # undefined (None) where 4 test videos leave a variable constant
         tau = p["kendall_tau"]
         assert tau["value"] is None or (-1 <= tau["value"] <= 1 and tau["p_method"] == "exact")
@@ -216,4 +279,6 @@ def test_bench_score_compares_a_trained_template_with_the_table(built, tmp_path)
 
     _, md = build_report(tmp_path / "run")
     text = md.read_text()
-    assert "Known-answer benchmark" in text and "Table `fixture`" in text and "synflow at initialisation" in text
+    assert (
+        "Known-answer benchmark" in text and "Table `fixture`" in text and "synflow at initialisation" in text
+    )

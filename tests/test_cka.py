@@ -131,8 +131,10 @@ def test_redundant_runs():
     assert [(r["first"], r["last"], r["length"]) for r in runs] == [("s0", "s2", 3), ("s4", "s5", 2)]
     assert runs[0]["slots"] == ["s0", "s1", "s2"] and runs[0]["min_adjacent_cka"] == pytest.approx(0.92)
     assert redundant_runs(m, names, threshold=0.99) == []
-    assert [r["slots"] for r in redundant_runs(m, names, threshold=0.3)] == [["s0", "s1", "s2", "s3"],
-                                                                            ["s4", "s5", "s6"]]
+    assert [r["slots"] for r in redundant_runs(m, names, threshold=0.3)] == [
+        ["s0", "s1", "s2", "s3"],
+        ["s4", "s5", "s6"],
+    ]
 
 
 def test_heatmap_is_written_atomically(tmp_path):
@@ -148,7 +150,9 @@ def test_heatmap_is_written_atomically(tmp_path):
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return build_model(ModelConfig(name="tiny", growth=4, bottleneck_factor=1, stem_channels=4), num_classes=3).eval()
+    return build_model(
+        ModelConfig(name="tiny", growth=4, bottleneck_factor=1, stem_channels=4), num_classes=3
+    ).eval()
 
 
 def _batches(sizes=(6, 6, 6, 3), seed=0):
@@ -158,7 +162,9 @@ def _batches(sizes=(6, 6, 6, 3), seed=0):
 
 def test_slot_hooks_keep_only_grams(model):
     outputs = {}
-    extra = [s.register_forward_hook(lambda m, a, o: outputs.__setitem__(m.name, o.detach())) for s in model.slots]
+    extra = [
+        s.register_forward_hook(lambda m, a, o: outputs.__setitem__(m.name, o.detach())) for s in model.slots
+    ]
     try:
         with SlotGrams(model) as sg, torch.no_grad():
             model(_batches((5,))[0])
@@ -168,7 +174,9 @@ def test_slot_hooks_keep_only_grams(model):
     finally:
         for h in extra:
             h.remove()
-    assert not held and all(isinstance(g, np.ndarray) and g.shape == (5, 5) and g.dtype == np.float64 for g in stored)
+    assert not held and all(
+        isinstance(g, np.ndarray) and g.shape == (5, 5) and g.dtype == np.float64 for g in stored
+    )
     for name, g in zip(model.slot_names, grams):
         assert outputs[name].dim() == 5
         assert np.allclose(g, gram_linear(outputs[name]), rtol=1e-12, atol=1e-12)
@@ -214,7 +222,11 @@ def test_cka_matrix_within_and_between_strategies(model):
 def trained_run(tiny_motion, tmp_path_factory):
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("cka_run")
-    train(load_config(None, tiny_overrides(tiny_motion, tmp, **{"train.epochs": 1, "data.selection_fraction": 0.5})))
+    train(
+        load_config(
+            None, tiny_overrides(tiny_motion, tmp, **{"train.epochs": 1, "data.selection_fraction": 0.5})
+        )
+    )
     return tmp / "run"
 
 
@@ -230,18 +242,28 @@ def test_run_cka_writes_its_files(trained_run):
     within = df[df["pair"] == "within"].pivot(index="a_slot", columns="b_slot", values="cka")
     diag = np.diag(within.to_numpy())
     units = df[(df["pair"] == "within") & (df["a_slot"] == df["b_slot"])]
-    assert np.allclose(diag[~np.isnan(diag)], 1.0) and np.isnan(diag).sum() == (units["a_unit"] == "none").sum()
+    assert (
+        np.allclose(diag[~np.isnan(diag)], 1.0) and np.isnan(diag).sum() == (units["a_unit"] == "none").sum()
+    )
     a, b = info["strategies"]["a"], info["strategies"]["b"]
-    assert a["source"].startswith("most_probable") and b["source"] == "all-S" and b["string"] == "|".join(["S"] * 6)
+    assert (
+        a["source"].startswith("most_probable")
+        and b["source"] == "all-S"
+        and b["string"] == "|".join(["S"] * 6)
+    )
     s = info["settings"]
     assert (s["clips_used"], s["minibatches"], s["dropped_clips"], s["batch_size"]) == (8, 2, 0, 4)
     assert s["recalibrate"] and s["recal_videos"] == 8 and s["forward_passes"] == 2 + 4
-    assert isinstance(info["redundant_runs"], list) and info["views"].startswith("selection split, first 8 views")
+    assert isinstance(info["redundant_runs"], list) and info["views"].startswith(
+        "selection split, first 8 views"
+    )
 
     # with an Opt strategy from the analyze stage
     opt = Strategy.from_string("ST|S+ST|S|ST|none|S")
     opt.save(run / "opt_strategy.json")
     info = run_cka(run, strategies=("opt", "S+ST"), num_clips=7, batch_size=4, recalibrate=False)
-    assert info["strategies"]["a"]["string"] == str(opt) and info["strategies"]["a"]["source"].startswith("opt")
+    assert info["strategies"]["a"]["string"] == str(opt) and info["strategies"]["a"]["source"].startswith(
+        "opt"
+    )
     s = info["settings"]
     assert (s["recal_videos"], s["clips_used"], s["minibatches"], s["dropped_clips"]) == (0, 4, 1, 3)

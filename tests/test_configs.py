@@ -29,14 +29,46 @@ DATASETS = ("ucf101", "kinetics400", "ssv1", "ssv2")
 
 # METHOD.md §4 (schedule, k) and §3 (16x224x224 clips), per dataset.
 PAPER = {
-    "ucf101": {"format": "ucf101", "k": 50, "epochs": 90, "lr": 0.005, "batch_size": 32, "sampling": "dense",
-               "flip": "on", "eval_subset": "test"},
-    "kinetics400": {"format": "kinetics", "k": 10, "epochs": 110, "lr": 0.01, "batch_size": 64, "sampling": "dense",
-                    "flip": "on", "eval_subset": "val"},
-    "ssv1": {"format": "ssv1", "k": 250, "epochs": 90, "lr": 0.005, "batch_size": 32, "sampling": "segment",
-             "flip": "swap", "eval_subset": "val"},
-    "ssv2": {"format": "ssv2", "k": 50, "epochs": 90, "lr": 0.005, "batch_size": 32, "sampling": "segment",
-             "flip": "swap", "eval_subset": "val"},
+    "ucf101": {
+        "format": "ucf101",
+        "k": 50,
+        "epochs": 90,
+        "lr": 0.005,
+        "batch_size": 32,
+        "sampling": "dense",
+        "flip": "on",
+        "eval_subset": "test",
+    },
+    "kinetics400": {
+        "format": "kinetics",
+        "k": 10,
+        "epochs": 110,
+        "lr": 0.01,
+        "batch_size": 64,
+        "sampling": "dense",
+        "flip": "on",
+        "eval_subset": "val",
+    },
+    "ssv1": {
+        "format": "ssv1",
+        "k": 250,
+        "epochs": 90,
+        "lr": 0.005,
+        "batch_size": 32,
+        "sampling": "segment",
+        "flip": "swap",
+        "eval_subset": "val",
+    },
+    "ssv2": {
+        "format": "ssv2",
+        "k": 50,
+        "epochs": 90,
+        "lr": 0.005,
+        "batch_size": 32,
+        "sampling": "segment",
+        "flip": "swap",
+        "eval_subset": "val",
+    },
 }
 # DATA_FORMATS.md: the flip label-swap maps of Something-Something.
 SWAP = {"ssv1": [[2, 4], [30, 41], [52, 66]], "ssv2": [[86, 87], [93, 94], [166, 167]]}
@@ -61,7 +93,9 @@ def test_every_value_in_a_dataset_config_names_its_source(name):
     for lineno, line in enumerate(config_path(name).read_text().splitlines(), 1):
         m = re.match(r"^\s*[\w.]+:\s*(\S.*)$", line)
         if m and not line.lstrip().startswith("#"):
-            assert " # " in line and line.split(" # ", 1)[1].strip(), f"{name}.yaml:{lineno} has no source comment: {line!r}"
+            assert " # " in line and line.split(" # ", 1)[1].strip(), (
+                f"{name}.yaml:{lineno} has no source comment: {line!r}"
+            )
 
 
 @pytest.mark.parametrize("name", DATASETS)
@@ -77,7 +111,9 @@ def test_dataset_config_holds_the_paper_hyper_parameters(name):
     assert t.schedule == "multistep" and t.milestones == [40, 60, 80] and t.gamma == 0.1
     assert t.batch_size == want["batch_size"] and t.sync_bn is True
     # clips (METHOD.md §3: 16x224x224) and the dataset conventions (DATA_FORMATS.md)
-    assert d.format == want["format"] and d.sampling == want["sampling"] and d.eval_subset == want["eval_subset"]
+    assert (
+        d.format == want["format"] and d.sampling == want["sampling"] and d.eval_subset == want["eval_subset"]
+    )
     assert d.clip_len == 16 and d.crop_size == 224 and (d.short_side, d.short_side_max) == (256, 320)
     assert d.flip == want["flip"] and d.flip_swap == SWAP.get(name, [])
     assert (d.test_clips, d.test_crops) == (1, 1)  # validation and strategy scoring: 1 clip, centre crop
@@ -105,54 +141,111 @@ def make_ucf101(tmp: Path):
     write(ann / "testlist01.txt", "".join(f"{p}\n" for p in test) + "Hammering/v_Hammering_g02_c01.avi\n")
     for rel in [p for p, _ in train] + test:
         write_numbered_video(root / rel, DENSE_FRAMES)
-    return root, ann, {"classes": classes, "train": {0: 2, 1: 2, 2: 2}, "eval": {0: 1, 1: 1, 2: 1},
-                       "missing": {"train": 0, "eval": 1}}
+    return (
+        root,
+        ann,
+        {
+            "classes": classes,
+            "train": {0: 2, 1: 2, 2: 2},
+            "eval": {0: 1, 1: 1, 2: 1},
+            "missing": {"train": 0, "eval": 1},
+        },
+    )
 
 
 def make_kinetics400(tmp: Path):
     root, ann = tmp / "kinetics400" / "videos", tmp / "kinetics400" / "annotations"
-    rows = {"train": [("playing guitar", "gtr-1_aa", 14.0, 24.0), ("playing guitar", "gtr2", 0, 10),
-                      ("abseiling", "abs1", 3, 13), ("abseiling", "abs_2", 30, 40), ("abseiling", "gone", 1, 11)],
-            "validate": [("playing guitar", "gv1", 5, 15), ("abseiling", "av1", 0, 10)]}
+    rows = {
+        "train": [
+            ("playing guitar", "gtr-1_aa", 14.0, 24.0),
+            ("playing guitar", "gtr2", 0, 10),
+            ("abseiling", "abs1", 3, 13),
+            ("abseiling", "abs_2", 30, 40),
+            ("abseiling", "gone", 1, 11),
+        ],
+        "validate": [("playing guitar", "gv1", 5, 15), ("abseiling", "av1", 0, 10)],
+    }
     for subset, entries in rows.items():
-        write(ann / f"{subset}.csv", K6_HEADER + "".join(f'"{lab}",{yt},{s},{e},{subset},0\n' for lab, yt, s, e in entries))
+        write(
+            ann / f"{subset}.csv",
+            K6_HEADER + "".join(f'"{lab}",{yt},{s},{e},{subset},0\n' for lab, yt, s, e in entries),
+        )
         for lab, yt, s, e in entries:
             if yt != "gone":  # a clip missing from the download, as is normal
-                write_numbered_video(root / lab.replace(" ", "_") / f"{yt}_{int(s):06d}_{int(e):06d}.mp4", DENSE_FRAMES)
+                write_numbered_video(
+                    root / lab.replace(" ", "_") / f"{yt}_{int(s):06d}_{int(e):06d}.mp4", DENSE_FRAMES
+                )
     write(ann / "test.csv", "youtube_id,time_start,time_end,split\ntst,0,10,test\n")
-    return root, ann, {"classes": ["abseiling", "playing guitar"], "train": {0: 2, 1: 2}, "eval": {0: 1, 1: 1},
-                       "missing": {"train": 1, "eval": 0}}
+    return (
+        root,
+        ann,
+        {
+            "classes": ["abseiling", "playing guitar"],
+            "train": {0: 2, 1: 2},
+            "eval": {0: 1, 1: 1},
+            "missing": {"train": 1, "eval": 0},
+        },
+    )
 
 
 def make_ssv2(tmp: Path):
     root, ann = tmp / "20bn-something-something-v2", tmp / "something-something-v2" / "labels"
-    write(ann / "something-something-v2-labels.json", json.dumps({t: str(i) for i, t in enumerate(SSV2_LABELS)}))
+    write(
+        ann / "something-something-v2-labels.json", json.dumps({t: str(i) for i, t in enumerate(SSV2_LABELS)})
+    )
     left, right = "Pulling [something] from left to right", "Pulling [something] from right to left"
-    subsets = {"train": [("11", left), ("12", left), ("21", right), ("22", right)],
-               "validation": [("13", left), ("23", right)]}
+    subsets = {
+        "train": [("11", left), ("12", left), ("21", right), ("22", right)],
+        "validation": [("13", left), ("23", right)],
+    }
     for name, entries in subsets.items():
-        write(ann / f"something-something-v2-{name}.json",
-              json.dumps([{"id": i, "label": "pulling a pen", "template": t, "placeholders": ["a pen"]} for i, t in entries]))
+        write(
+            ann / f"something-something-v2-{name}.json",
+            json.dumps(
+                [
+                    {"id": i, "label": "pulling a pen", "template": t, "placeholders": ["a pen"]}
+                    for i, t in entries
+                ]
+            ),
+        )
         for vid, _ in entries:
             write_numbered_video(root / f"{vid}.webm", SEGMENT_FRAMES)
     write(ann / "something-something-v2-test.json", json.dumps([{"id": "99"}]))
-    return root, ann, {"classes": SSV2_LABELS, "train": {86: 2, 87: 2}, "eval": {86: 1, 87: 1},
-                       "missing": {"train": 0, "eval": 0}}
+    return (
+        root,
+        ann,
+        {
+            "classes": SSV2_LABELS,
+            "train": {86: 2, 87: 2},
+            "eval": {86: 1, 87: 1},
+            "missing": {"train": 0, "eval": 0},
+        },
+    )
 
 
 def make_ssv1(tmp: Path):
     root, ann = tmp / "20bn-something-something-v1", tmp / "something-something-v1"
     write(ann / "something-something-v1-labels.csv", "\n".join(SSV1_LABELS) + "\n")
     left, right = SSV1_LABELS[2], SSV1_LABELS[4]  # "Turning the camera left/right while filming something"
-    subsets = {"train": [("100218", left), ("100219", left), ("24", right), ("25", right)],
-               "validation": [("1", left), ("2", right)]}
+    subsets = {
+        "train": [("100218", left), ("100219", left), ("24", right), ("25", right)],
+        "validation": [("1", left), ("2", right)],
+    }
     for name, entries in subsets.items():
         write(ann / f"something-something-v1-{name}.csv", "".join(f"{i};{lab}\n" for i, lab in entries))
         for vid, _ in entries:
             write_numbered_frame_folder(root / vid, SEGMENT_FRAMES)
     write(ann / "something-something-v1-test.csv", "7\n")
-    return root, ann, {"classes": SSV1_LABELS, "train": {2: 2, 4: 2}, "eval": {2: 1, 4: 1},
-                       "missing": {"train": 0, "eval": 0}}
+    return (
+        root,
+        ann,
+        {
+            "classes": SSV1_LABELS,
+            "train": {2: 2, 4: 2},
+            "eval": {2: 1, 4: 1},
+            "missing": {"train": 0, "eval": 0},
+        },
+    )
 
 
 BUILDERS = {"ucf101": make_ucf101, "kinetics400": make_kinetics400, "ssv1": make_ssv1, "ssv2": make_ssv2}
@@ -169,13 +262,22 @@ def counts(table) -> dict[int, int]:
 def test_dataset_config_reads_a_fake_official_tree_end_to_end(name, tmp_path):
     root, ann, want = BUILDERS[name](tmp_path)
     # exactly what the README tells a user to type: the config, then the two paths as overrides
-    cfg = load_config(config_path(name), [f"data.root={root}", f"data.annotations={ann}",
-                                          f"data.cache_dir={tmp_path / 'cache'}", "data.num_workers=0"])
+    cfg = load_config(
+        config_path(name),
+        [
+            f"data.root={root}",
+            f"data.annotations={ann}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "data.num_workers=0",
+        ],
+    )
     d = cfg.data
 
     fit, selection = load_splits(d, cfg.run.seed)
     assert fit.classes == want["classes"]
-    assert len(selection) >= 1 and not set(r.path for r in fit.records) & set(r.path for r in selection.records)
+    assert len(selection) >= 1 and not set(r.path for r in fit.records) & set(
+        r.path for r in selection.records
+    )
     merged = counts(fit)
     for label, n in counts(selection).items():
         merged[label] = merged.get(label, 0) + n
@@ -219,7 +321,9 @@ def section_commands() -> list[list[str]]:
 def test_readme_dataset_commands_parse_and_name_valid_configs(capsys):
     cmds = section_commands()
     verbs = [c[1] for c in cmds]
-    assert verbs.count("config") >= 4 and verbs.count("train") >= 4 and "sample" in verbs and "analyze" in verbs
+    assert (
+        verbs.count("config") >= 4 and verbs.count("train") >= 4 and "sample" in verbs and "analyze" in verbs
+    )
     parser = build_parser()
     shown = set()
     for cmd in cmds:
@@ -240,11 +344,14 @@ def test_readme_dataset_commands_parse_and_name_valid_configs(capsys):
 
 
 def test_readme_hyper_parameter_table_matches_the_configs():
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
-            for line in readme_section().splitlines() if line.startswith("|") and not line.startswith("|--")]
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in readme_section().splitlines()
+        if line.startswith("|") and not line.startswith("|--")
+    ]
     header, body = rows[0], rows[1:]
     by_name = {r[0]: r for r in body}
-    paths = by_name["config"][1:len(header) - 1]
+    paths = by_name["config"][1 : len(header) - 1]
     cfgs = [load_config(ROOT / p.strip("`")) for p in paths]
     assert {Path(p.strip("`")).stem for p in paths} == set(DATASETS)
     checked = 0
@@ -252,7 +359,7 @@ def test_readme_hyper_parameter_table_matches_the_configs():
         key = row[0].strip("`")
         if not re.fullmatch(r"(data|model|train)\.\w+", key):
             continue
-        for cell, cfg in zip(row[1:len(header) - 1], cfgs):
+        for cell, cfg in zip(row[1 : len(header) - 1], cfgs):
             section, leaf = key.split(".")
             value = getattr(getattr(cfg, section), leaf)
             if isinstance(value, str):  # as written: YAML would read "on" as true

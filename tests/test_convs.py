@@ -53,24 +53,45 @@ def test_random_shapes_conv2d_matches_conv3d():
         temporal = r[0] % 2 == 0
         k = 2 * (r[1] % 3) + 1
         if temporal:
-            kernel, stride, pad = (k, 1, 1), (1 + r[2] % 2, 1 + r[3] % 2, 1 + r[3] % 2), (r[4] % (k // 2 + 1), 0, 0)
+            kernel, stride, pad = (
+                (k, 1, 1),
+                (1 + r[2] % 2, 1 + r[3] % 2, 1 + r[3] % 2),
+                (r[4] % (k // 2 + 1), 0, 0),
+            )
         else:
-            kernel, stride, pad = (1, k, k), (1 + r[2] % 2, 1 + r[3] % 2, 1 + r[3] % 2), (0, r[4] % (k // 2 + 1), k // 2)
+            kernel, stride, pad = (
+                (1, k, k),
+                (1 + r[2] % 2, 1 + r[3] % 2, 1 + r[3] % 2),
+                (0, r[4] % (k // 2 + 1), k // 2),
+            )
         conv = FactorConv3d(r[5], r[6], kernel, stride, pad, impl="conv2d").double()
-        x = torch.randn(1 + r[7] % 2, r[5], k + r[2], k + r[3] + 2, k + r[4] + 1, dtype=torch.float64,
-                        generator=gen, requires_grad=True)
+        x = torch.randn(
+            1 + r[7] % 2,
+            r[5],
+            k + r[2],
+            k + r[3] + 2,
+            k + r[4] + 1,
+            dtype=torch.float64,
+            generator=gen,
+            requires_grad=True,
+        )
         y = conv(x)
         y_ref = F.conv3d(x, conv.weight, None, conv.stride, conv.padding)
         torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
         g = torch.randn(y.shape, dtype=torch.float64, generator=gen)
-        for a, b in zip(torch.autograd.grad(y, (x, conv.weight), g), torch.autograd.grad(y_ref, (x, conv.weight), g)):
+        for a, b in zip(
+            torch.autograd.grad(y, (x, conv.weight), g), torch.autograd.grad(y_ref, (x, conv.weight), g)
+        ):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 def test_weight_shape_and_state_dict_match_nn_conv3d():
     for conv, ref in [
         (conv3x1x1(6, 4), nn.Conv3d(6, 4, (3, 1, 1), padding=(1, 0, 0), bias=False)),
-        (conv1xkxk(6, 4, 3, stride=2), nn.Conv3d(6, 4, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), bias=False)),
+        (
+            conv1xkxk(6, 4, 3, stride=2),
+            nn.Conv3d(6, 4, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), bias=False),
+        ),
         (conv1x1x1(6, 4, bias=True), nn.Conv3d(6, 4, 1, bias=True)),
     ]:
         assert conv.weight.shape == ref.weight.shape

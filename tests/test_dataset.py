@@ -16,14 +16,30 @@ from fusion3d.data.synth import generate
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory):
-    return generate(tmp_path_factory.mktemp("ds") / "motion", kind="motion", classes=4, videos_per_class=4,
-                    frames=16, size=48, seed=3)
+    return generate(
+        tmp_path_factory.mktemp("ds") / "motion",
+        kind="motion",
+        classes=4,
+        videos_per_class=4,
+        frames=16,
+        size=48,
+        seed=3,
+    )
 
 
 def _cfg(root, tmp_path, *extra):
-    return load_config(None, [f"data.root={root}", f"data.annotations={root / 'ucfTrainTestlist'}",
-                              f"data.cache_dir={tmp_path / 'cache'}", "data.short_side=48", "data.short_side_max=52",
-                              "data.crop_size=40", *extra])
+    return load_config(
+        None,
+        [
+            f"data.root={root}",
+            f"data.annotations={root / 'ucfTrainTestlist'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "data.short_side=48",
+            "data.short_side_max=52",
+            "data.crop_size=40",
+            *extra,
+        ],
+    )
 
 
 def _copy(root, tmp_path):
@@ -36,7 +52,11 @@ def test_table_probes_every_video_and_keeps_classind_order(synth_root, tmp_path)
     cfg = _cfg(synth_root, tmp_path)
     train, test = load_table(cfg.data, "train"), load_table(cfg.data, "test")
     assert len(train) + len(test) == 16 and all(n == 16 for n in train.num_frames)
-    classind = [ln.split()[1] for ln in (synth_root / "ucfTrainTestlist" / "classInd.txt").read_text().split("\n") if ln]
+    classind = [
+        ln.split()[1]
+        for ln in (synth_root / "ucfTrainTestlist" / "classInd.txt").read_text().split("\n")
+        if ln
+    ]
     assert train.classes == classind
     assert (tmp_path / "cache" / "video_index.json").is_file()
 
@@ -154,8 +174,19 @@ def test_scan_command_reports_bad_files_and_writes_csv(synth_root, tmp_path, cap
 
     os.remove(recs[3].path)
     out_csv = tmp_path / "scan.csv"
-    rc = main(["data", "scan", f"data.root={root}", f"data.annotations={root / 'ucfTrainTestlist'}",
-               f"data.cache_dir={tmp_path / 'c'}", "--subset", "train", "--csv", str(out_csv)])
+    rc = main(
+        [
+            "data",
+            "scan",
+            f"data.root={root}",
+            f"data.annotations={root / 'ucfTrainTestlist'}",
+            f"data.cache_dir={tmp_path / 'c'}",
+            "--subset",
+            "train",
+            "--csv",
+            str(out_csv),
+        ]
+    )
     assert rc == 0
     df = pd.read_csv(out_csv).set_index("path")
     assert df.loc[recs[0].path, "status"] == "zero_length"
@@ -202,8 +233,14 @@ def test_selection_split_never_divides_a_group_of_clips(tmp_path):
     for label in range(3):
         for g in range(1, 7):
             for c in range(1, 2 + g % 3):  # groups of 1 to 3 clips
-                records.append(VideoRecord(f"/v/C{label}/v_C{label}_g{g:02d}_c{c:02d}.avi", label,
-                                           f"C{label}/v_C{label}_g{g:02d}_c{c:02d}", group=f"C{label}/g{g:02d}"))
+                records.append(
+                    VideoRecord(
+                        f"/v/C{label}/v_C{label}_g{g:02d}_c{c:02d}.avi",
+                        label,
+                        f"C{label}/v_C{label}_g{g:02d}_c{c:02d}",
+                        group=f"C{label}/g{g:02d}",
+                    )
+                )
                 frames.append(16)
     table = VideoTable(records, frames, ["C0", "C1", "C2"], [], [], "test table", [])
     fit, sel = carve_selection(table, 0.3, seed=0)

@@ -60,8 +60,10 @@ def _ent(p: float) -> float:
 
 # Measured on the template before the depth gate existed (git HEAD): parameters, state-dict entries
 # and sha1 of the newline-joined state-dict keys.
-BEFORE = {"tiny": (5, 66_413, 127, "fff27215ab1ba524ee51fa03caf0a1dafa5186d9"),
-          "small": (7, 433_737, 301, "391c67c50fbb4348020fef00caee1c583d38fbde")}
+BEFORE = {
+    "tiny": (5, 66_413, 127, "fff27215ab1ba524ee51fa03caf0a1dafa5186d9"),
+    "small": (7, 433_737, 301, "391c67c50fbb4348020fef00caee1c583d38fbde"),
+}
 
 
 @pytest.mark.parametrize("name", sorted(BEFORE))
@@ -85,7 +87,7 @@ def test_on_adds_only_one_logit_per_slot_and_keeps_the_network():
     assert set(sd_off) <= set(sd_on) and extra == {f"features.{s.name}.gate_d.logit" for s in on.slots}
     assert all(torch.equal(sd_off[k], sd_on[k]) for k in sd_off)  # same weights from the same seed
     assert len(on.drop_logits()) == 3 * on.num_slots
-    assert [id(p) for p in on.drop_logits()[-on.num_slots:]] == [id(s.gate_d.logit) for s in on.slots]
+    assert [id(p) for p in on.drop_logits()[-on.num_slots :]] == [id(s.gate_d.logit) for s in on.slots]
     assert on.drop_probs().shape == (on.num_slots, 2)
     torch.testing.assert_close(on.depth_drop_probs(), torch.full((on.num_slots,), 0.1))
     assert sum(p.numel() for p in on.network_parameters()) == sum(p.numel() for p in off.network_parameters())
@@ -146,8 +148,11 @@ def test_hard_depth_drop_equals_unit_none_exactly(slot_index):
 
 def _one_slot(kind: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    slot = (DenseSlot("d", 8, 12, 4, 0.1, 0.2, "conv3d", depth_gate=True) if kind == "dense"
-            else TransitionSlot("t", 8, 0.1, 0.2, "conv3d", depth_gate=True))
+    slot = (
+        DenseSlot("d", 8, 12, 4, 0.1, 0.2, "conv3d", depth_gate=True)
+        if kind == "dense"
+        else TransitionSlot("t", 8, 0.1, 0.2, "conv3d", depth_gate=True)
+    )
     return slot.eval()
 
 
@@ -204,8 +209,11 @@ def test_relaxed_equals_hard_at_saturated_logits_whole_template():
     model = tiny().eval()
     units = ("S+ST", "S", "ST", "S+ST", "ST", "S+ST")
     depth_keep = (True, False, False, True, True, False)  # drops dense 2, the transition, dense 6
-    set_logits(model, [[-BIG if k else BIG for k in pair] for pair in Strategy(units).keep()],
-               [-BIG if k else BIG for k in depth_keep])
+    set_logits(
+        model,
+        [[-BIG if k else BIG for k in pair] for pair in Strategy(units).keep()],
+        [-BIG if k else BIG for k in depth_keep],
+    )
     x = clips()
     model.set_gate_mode("relaxed", generator=torch.Generator().manual_seed(0))
     y_relaxed = model(x)
@@ -239,7 +247,8 @@ def test_sample_strategy_draws_none_with_probability_p_d():
     assert np.abs(freq - want).max() < tol, (freq, want)
     # the same generator seed gives the same strategy; the mode: none iff p_D > 0.5
     assert model.sample_strategy(torch.Generator().manual_seed(9)) == model.sample_strategy(
-        torch.Generator().manual_seed(9))
+        torch.Generator().manual_seed(9)
+    )
     set_logits(model, [[-30.0, 30.0]] * 6)
     assert str(model.most_probable_strategy()) == "S|S|S|none|none|S"
 
@@ -275,15 +284,21 @@ def test_depth_weights_are_every_conv_of_the_slot():
 
 def test_template_regularizer_adds_the_depth_term_in_closed_form():
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name="tiny", blocks=[1, 1], depth_gate=True), 3)  # dense, transition, dense
+    model = build_model(
+        ModelConfig(name="tiny", blocks=[1, 1], depth_gate=True), 3
+    )  # dense, transition, dense
     pd = [0.2, 0.6, 0.35]
     set_logits(model, depth=[_logit(p) for p in pd])
     k, n = 50.0, 200
     coef = k / n
     val = template_regularizer(model, k, n)
-    st = sum(coef * (1 - 0.1) * w.detach().pow(2).sum().item() + _ent(0.1) / n for _, w in model.gated_weights())
-    depth = sum(coef * (1 - p) * sum(w.detach().pow(2).sum().item() for w in slot.depth_weights()) + _ent(p) / n
-                for p, slot in zip(pd, model.slots))
+    st = sum(
+        coef * (1 - 0.1) * w.detach().pow(2).sum().item() + _ent(0.1) / n for _, w in model.gated_weights()
+    )
+    depth = sum(
+        coef * (1 - p) * sum(w.detach().pow(2).sum().item() for w in slot.depth_weights()) + _ent(p) / n
+        for p, slot in zip(pd, model.slots)
+    )
     assert val.item() == pytest.approx(st + depth, rel=1e-5)
     # the S / T part is exactly the regulariser of the same network without depth gates
     torch.manual_seed(0)
@@ -291,9 +306,13 @@ def test_template_regularizer_adds_the_depth_term_in_closed_form():
     assert template_regularizer(off, k, n).item() == pytest.approx(st, rel=1e-5)
     # paper form: coef = k^2 / (2N)
     coef_p = k * k / (2 * n)
-    depth_p = sum(coef_p * (1 - p) * sum(w.detach().pow(2).sum().item() for w in slot.depth_weights()) + _ent(p) / n
-                  for p, slot in zip(pd, model.slots))
-    st_p = sum(coef_p * 0.9 * w.detach().pow(2).sum().item() + _ent(0.1) / n for _, w in model.gated_weights())
+    depth_p = sum(
+        coef_p * (1 - p) * sum(w.detach().pow(2).sum().item() for w in slot.depth_weights()) + _ent(p) / n
+        for p, slot in zip(pd, model.slots)
+    )
+    st_p = sum(
+        coef_p * 0.9 * w.detach().pow(2).sum().item() + _ent(0.1) / n for _, w in model.gated_weights()
+    )
     assert template_regularizer(model, k, n, "paper").item() == pytest.approx(st_p + depth_p, rel=1e-5)
     val.backward()
     for slot in model.slots:
@@ -357,8 +376,11 @@ def test_one_epoch_training_run_logs_depth_drop_probs(tiny_motion, tmp_path):
     from fusion3d.engine.checkpoint import CHECKPOINT, load_checkpoint
     from fusion3d.engine.trainer import train
 
-    over = tiny_overrides(tiny_motion, tmp_path, **{"model.depth_gate": "true", "train.warmup_epochs": 0,
-                                                     "train.epochs": 1, "train.eval_samples": 1})
+    over = tiny_overrides(
+        tiny_motion,
+        tmp_path,
+        **{"model.depth_gate": "true", "train.warmup_epochs": 0, "train.epochs": 1, "train.eval_samples": 1},
+    )
     summary = train(load_config(None, over))
     run = tmp_path / "run"
     recs = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
@@ -383,17 +405,45 @@ def test_one_epoch_training_run_logs_depth_drop_probs(tiny_motion, tmp_path):
 def _hand_run(tmp_path, depth=True):
     run = tmp_path / "run"
     run.mkdir()
-    names = ["block1.layer1", "block1.layer2", "transition1", "block2.layer1", "block2.layer2", "block2.layer3"]
-    (run / "config.yaml").write_text(yaml.safe_dump(
-        {"model": {"name": "tiny", "depth_gate": depth, "drop_init": 0.1}, "train": {"warmup_epochs": 0, "epochs": 1}}))
+    names = [
+        "block1.layer1",
+        "block1.layer2",
+        "transition1",
+        "block2.layer1",
+        "block2.layer2",
+        "block2.layer3",
+    ]
+    (run / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": "tiny", "depth_gate": depth, "drop_init": 0.1},
+                "train": {"warmup_epochs": 0, "epochs": 1},
+            }
+        )
+    )
     drop = [[0.1, 0.2]] * 6
-    summary = {"epochs_done": 1, "total_epochs": 1, "steps": 5, "drop_probs": drop, "slot_names": names,
-               "complete": True}
+    summary = {
+        "epochs_done": 1,
+        "total_epochs": 1,
+        "steps": 5,
+        "drop_probs": drop,
+        "slot_names": names,
+        "complete": True,
+    }
     if depth:
         summary["depth_drop_probs"] = [0.05, 0.2, 0.1, 0.8, 0.65, 0.3]
     (run / "summary.json").write_text(json.dumps(summary))
-    rec = {"kind": "epoch", "epoch": 1, "step": 5, "phase": "vdroppath", "loss": 1.0, "ce": 0.9, "reg": 0.1,
-           "train_acc": 50.0, "drop_probs": drop}
+    rec = {
+        "kind": "epoch",
+        "epoch": 1,
+        "step": 5,
+        "phase": "vdroppath",
+        "loss": 1.0,
+        "ce": 0.9,
+        "reg": 0.1,
+        "train_acc": 50.0,
+        "drop_probs": drop,
+    }
     (run / "metrics.jsonl").write_text(json.dumps(rec) + "\n")
     return run
 
@@ -421,10 +471,23 @@ def test_report_depth_redundancy_section(tmp_path):
     assert _section_images(html_path.read_text(), "depth") == 1
     # with CKA: the redundant runs next to the depth gates, the heatmap side by side with the figure
     (run / "cka_within.png").write_bytes((run / DEPTH_PNG).read_bytes())
-    (run / "cka.json").write_text(json.dumps({"threshold": 0.9, "redundant_runs": [
-        {"first": "block2.layer1", "last": "block2.layer3", "slots": ["block2.layer1", "block2.layer2", "block2.layer3"],
-         "length": 3, "min_adjacent_cka": 0.95},
-        ["block1.layer1", "block1.layer2"]]}))
+    (run / "cka.json").write_text(
+        json.dumps(
+            {
+                "threshold": 0.9,
+                "redundant_runs": [
+                    {
+                        "first": "block2.layer1",
+                        "last": "block2.layer3",
+                        "slots": ["block2.layer1", "block2.layer2", "block2.layer3"],
+                        "length": 3,
+                        "min_adjacent_cka": 0.95,
+                    },
+                    ["block1.layer1", "block1.layer2"],
+                ],
+            }
+        )
+    )
     html_path, md_path = build_report(run)
     sec = _md_section(md_path.read_text(), "Depth redundancy")
     assert "cka.json is missing" not in sec and "CKA redundant run" in sec

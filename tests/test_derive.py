@@ -30,8 +30,9 @@ def test_depth_mapping_covers_every_block_and_keeps_depth_order():
 
 def test_depth_mapping_closed_forms():
     # same number of slots and blocks: the identity
-    assert depth_mapping(3, 3) == [(0, 0, 0.0), (1, 2, 0.0), (2, 2, 0.0)] or \
-        [lo + w for lo, _, w in depth_mapping(3, 3)] == [0, 1, 2]
+    assert depth_mapping(3, 3) == [(0, 0, 0.0), (1, 2, 0.0), (2, 2, 0.0)] or [
+        lo + w for lo, _, w in depth_mapping(3, 3)
+    ] == [0, 1, 2]
     # 2 slots (depths 0.25, 0.75), 4 blocks (0.125, 0.375, 0.625, 0.875): clamp, 1/4, 3/4, clamp
     assert depth_mapping(2, 4) == [(0, 0, 0.0), (0, 1, 0.25), (0, 1, 0.75), (1, 1, 0.0)]
 
@@ -62,9 +63,11 @@ def test_budget_rule_is_the_most_probable_design_within_budget():
         got = budget_units(probs, costs, 10.0, budget)
         idx = [("S", "ST", "S+ST").index(u) for u in got]
         assert 10.0 + sum(costs[j, u] for j, u in enumerate(idx)) <= budget
-        best = max((sum(np.log(probs[j, u]) for j, u in enumerate(c)), c)
-                   for c in itertools.product(range(3), repeat=3)
-                   if 10.0 + sum(costs[j, u] for j, u in enumerate(c)) <= budget)
+        best = max(
+            (sum(np.log(probs[j, u]) for j, u in enumerate(c)), c)
+            for c in itertools.product(range(3), repeat=3)
+            if 10.0 + sum(costs[j, u] for j, u in enumerate(c)) <= budget
+        )
         assert tuple(idx) == best[1], budget  # brute force over all 27 designs
     assert budget_units(probs, costs, 10.0, 10.0) == ["S", "S", "S"]
     with pytest.raises(ValueError, match="cheapest"):
@@ -100,7 +103,9 @@ def test_derived_design_is_a_strategy_file_for_the_backbone(analysed, rule):
     s = Strategy.load(d["path"])  # the design file is a strategy file
     assert len(s) == model.num_slots == len(d["mapping"]) and d["slots"] == model.slot_names
     assert set(s.units) <= {"S", "ST", "S+ST"}
-    assert d["macs"] == count_macs(model, tuple(d["input_shape"]), s) and d["params"] == count_params(model, s)
+    assert d["macs"] == count_macs(model, tuple(d["input_shape"]), s) and d["params"] == count_params(
+        model, s
+    )
     depths = [m["depth"] for m in d["mapping"]]
     assert depths == sorted(depths) and [m["block"] for m in d["mapping"]] == model.slot_names
     if rule == "budget":
@@ -133,9 +138,17 @@ def test_a_backbone_trains_with_a_derived_design_through_the_cli(analysed, tiny_
         from fusion3d.stages.derive import derive
 
         derive(analysed, "resnet18_3d", width_mult=0.25)
-    over = tiny_overrides(tiny_motion, tmp_path, **{"model.name": "resnet18_3d", "model.width_mult": 0.125,
-                                                    "model.strategy": design, "train.warmup_epochs": 0,
-                                                    "train.epochs": 1})
+    over = tiny_overrides(
+        tiny_motion,
+        tmp_path,
+        **{
+            "model.name": "resnet18_3d",
+            "model.width_mult": 0.125,
+            "model.strategy": design,
+            "train.warmup_epochs": 0,
+            "train.epochs": 1,
+        },
+    )
     assert main(["train", *over]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["complete"] and "trained alone" in summary["val_measure"]

@@ -11,13 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fusion3d.data.formats import (
-    FORMATS,
-    ParsedDataset,
-    VideoRecord,
-    flip_swap_pairs,
-    parse,
-)
+from fusion3d.data.formats import FORMATS, ParsedDataset, VideoRecord, flip_swap_pairs, parse
 
 
 def write(path: Path, text: str, newline: str = "\n") -> Path:

@@ -41,8 +41,12 @@ def test_marginals_table_both_conventions_by_hand():
     assert a["P_S_paper"] == pytest.approx(0.4) and a["P_ST_paper"] == pytest.approx(0.1)
     assert a["P_S+ST_paper"] == pytest.approx(0.1) and a["P_none_paper"] == pytest.approx(0.4)
     # sampling: q_S = 0.75, q_T = 0.36
-    assert a["P_S_sampling"] == pytest.approx(0.75 * 0.64) and a["P_ST_sampling"] == pytest.approx(0.36 * 0.25)
-    assert a["P_S+ST_sampling"] == pytest.approx(0.75 * 0.36) and a["P_none_sampling"] == pytest.approx(0.25 * 0.64)
+    assert a["P_S_sampling"] == pytest.approx(0.75 * 0.64) and a["P_ST_sampling"] == pytest.approx(
+        0.36 * 0.25
+    )
+    assert a["P_S+ST_sampling"] == pytest.approx(0.75 * 0.36) and a["P_none_sampling"] == pytest.approx(
+        0.25 * 0.64
+    )
     assert a["preferred_unit_sampling"] == "S"
     # b: paper q_S = 0.1, q_T = 0.9 -> ST (0.81); sampling q_S = 0.19, q_T = 0.99 -> ST (0.8019)
     assert b["P_ST_paper"] == pytest.approx(0.81) and b["preferred_unit_paper"] == "ST"

@@ -58,23 +58,50 @@ def test_model_config_fields_have_defaults_help_and_plain_types():
         assert tp in allowed, f.name
         getattr(cfg, f.name)
     assert set(typing.get_args(hints["name"])) == set(PRESETS) | set(BACKBONES)
-    assert cfg.drop_init == 0.1 and cfg.temperature == 0.2 and cfg.conv_impl == "auto" and cfg.num_classes == 0
+    assert (
+        cfg.drop_init == 0.1 and cfg.temperature == 0.2 and cfg.conv_impl == "auto" and cfg.num_classes == 0
+    )
 
 
 def test_spec_imports_no_torch():
-    code = ("import sys, fusion3d.models.spec, fusion3d.models.strategy\n"
-            "from fusion3d.models import ModelConfig, Strategy\nassert 'torch' not in sys.modules")
+    code = (
+        "import sys, fusion3d.models.spec, fusion3d.models.strategy\n"
+        "from fusion3d.models import ModelConfig, Strategy\nassert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_overrides_and_validation():
-    arch = resolve_arch(ModelConfig(name="tiny", growth=4, bottleneck_factor=2, blocks=[1, 2, 1], stem_pool=False,
-                                    dropout=0.3, stem_kernel=[1, 3, 3], stem_stride=1, stem_channels=8))
-    assert (arch.growth, arch.bottleneck, arch.blocks, arch.stem_pool, arch.dropout) == (4, 8, (1, 2, 1), False, 0.3)
+    arch = resolve_arch(
+        ModelConfig(
+            name="tiny",
+            growth=4,
+            bottleneck_factor=2,
+            blocks=[1, 2, 1],
+            stem_pool=False,
+            dropout=0.3,
+            stem_kernel=[1, 3, 3],
+            stem_stride=1,
+            stem_channels=8,
+        )
+    )
+    assert (arch.growth, arch.bottleneck, arch.blocks, arch.stem_pool, arch.dropout) == (
+        4,
+        8,
+        (1, 2, 1),
+        False,
+        0.3,
+    )
     assert arch.num_slots == 6 and arch.stem_kernel == (1, 3, 3)
     assert resolve_arch(ModelConfig(name="densenet121_3d")).num_slots == 61
-    for bad in (dict(blocks=[0]), dict(stem_kernel=[2, 3, 3]), dict(drop_init=0.0), dict(temperature=0.0),
-                dict(dropout=1.0), dict(name="resnet")):
+    for bad in (
+        dict(blocks=[0]),
+        dict(stem_kernel=[2, 3, 3]),
+        dict(drop_init=0.0),
+        dict(temperature=0.0),
+        dict(dropout=1.0),
+        dict(name="resnet"),
+    ):
         with pytest.raises(ValueError):
             resolve_arch(ModelConfig(**bad))
     assert build_model(ModelConfig(name="tiny", num_classes=7), 3).num_classes == 7
@@ -144,7 +171,9 @@ def test_off_mode_has_no_logit_gradient_path():
 def _hook_calls(model: FusionTemplate):
     calls: dict[str, int] = {}
     for slot in model.slots:
-        mods = [("S", slot.path_s), ("T", slot.path_t)] + ([("shared", slot.shared)] if isinstance(slot, DenseSlot) else [])
+        mods = [("S", slot.path_s), ("T", slot.path_t)] + (
+            [("shared", slot.shared)] if isinstance(slot, DenseSlot) else []
+        )
         for tag, mod in mods:
             key = f"{slot.name}:{tag}"
             calls[key] = 0
@@ -287,8 +316,13 @@ def test_gate_relaxed_distribution_and_modes():
 # ---- counts -----------------------------------------------------------------------------------
 
 
-STRATEGIES = ["S+ST|S+ST|S+ST|S+ST|S+ST|S+ST", "S|S|S|S|S|S", "ST|ST|ST|ST|ST|ST",
-              "S|none|ST|S+ST|none|ST", "none|none|none|none|none|none"]
+STRATEGIES = [
+    "S+ST|S+ST|S+ST|S+ST|S+ST|S+ST",
+    "S|S|S|S|S|S",
+    "ST|ST|ST|ST|ST|ST",
+    "S|none|ST|S+ST|none|ST",
+    "none|none|none|none|none|none",
+]
 
 
 @pytest.mark.parametrize("impl", ["conv2d", "conv3d"])

@@ -51,9 +51,15 @@ def execute(name: str, env: dict[str, Path], tmp_path: Path, monkeypatch) -> nbf
     data_dir = tmp_path / "jupyter_data"
     spec = data_dir / "kernels" / "python3"
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (fusion3d tests)", "language": "python"}))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python 3 (fusion3d tests)",
+                "language": "python",
+            }
+        )
+    )
     monkeypatch.delenv("JUPYTER_PATH", raising=False)
     monkeypatch.delenv("MPLBACKEND", raising=False)
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(data_dir))
@@ -65,8 +71,13 @@ def execute(name: str, env: dict[str, Path], tmp_path: Path, monkeypatch) -> nbf
     work = tmp_path / "cwd"
     work.mkdir()
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    NotebookClient(nb, timeout=CELL_TIMEOUT, startup_timeout=120, kernel_name="python3",
-                   resources={"metadata": {"path": str(work)}}).execute()
+    NotebookClient(
+        nb,
+        timeout=CELL_TIMEOUT,
+        startup_timeout=120,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(work)}},
+    ).execute()
     return nb
 
 
@@ -109,7 +120,9 @@ def test_committed_notebooks_are_valid_with_outputs_cleared_and_plain_imports(na
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(c.outputs == [] and c.execution_count is None for c in code)
     assert sum(c.cell_type == "markdown" for c in nb.cells) >= len(code)  # every step is explained
-    modules = {m.split(".")[0] for c in code for m in re.findall(r"^\s*(?:from|import)\s+([\w.]+)", c.source, re.M)}
+    modules = {
+        m.split(".")[0] for c in code for m in re.findall(r"^\s*(?:from|import)\s+([\w.]+)", c.source, re.M)
+    }
     assert modules <= ALLOWED_IMPORTS, modules - ALLOWED_IMPORTS
     params = tagged(nb, "parameters").source
     if name.startswith("01"):

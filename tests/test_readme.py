@@ -45,7 +45,7 @@ def test_torchrun_commands_in_the_readme_name_our_module_and_valid_keys():
     cmds = readme_commands("torchrun ")
     assert {c[c.index("fusion3d") + 1] for c in cmds} == {"train", "sample"}
     for cmd in cmds:
-        args = parse_args(cmd[cmd.index("fusion3d") + 1:])
+        args = parse_args(cmd[cmd.index("fusion3d") + 1 :])
         if args.verb == "train":
             load_config(ROOT / args.config, args.overrides)
         else:  # run under torchrun by tests/test_sample.py::test_sampling_under_torchrun_gives_the_single_process_file
@@ -56,8 +56,15 @@ def test_first_run_commands_work_end_to_end(tmp_path, monkeypatch, capsys):
     """The README's step-by-step first run, with tiny sizes appended as overrides."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs").symlink_to(ROOT / "configs")
-    tiny = ["run.threads=1", "train.warmup_epochs=1", "train.epochs=1", "train.batch_size=4", "train.eval_samples=2",
-            "train.progress=false", "data.clip_len=4"]
+    tiny = [
+        "run.threads=1",
+        "train.warmup_epochs=1",
+        "train.epochs=1",
+        "train.batch_size=4",
+        "train.eval_samples=2",
+        "train.progress=false",
+        "data.clip_len=4",
+    ]
     extra = {
         "data": ["--classes", "4", "--videos-per-class", "5", "--frames", "12", "--size", "48"],
         "train": tiny,
@@ -73,9 +80,20 @@ def test_first_run_commands_work_end_to_end(tmp_path, monkeypatch, capsys):
     for cmd in steps:
         assert main(cmd[1:] + extra[cmd[1]]) == 0, cmd
     run = tmp_path / "runs" / "synth_motion"
-    for name in ("config.yaml", "checkpoint.pt", "metrics.jsonl", "strategies.csv", "marginals.csv", "figure4.png",
-                 "opt_strategy.json", "retrain.csv", "derived/resnet18_3d_argmax.json", "report.html", "report.md",
-                 "rf_vs_accuracy.png"):
+    for name in (
+        "config.yaml",
+        "checkpoint.pt",
+        "metrics.jsonl",
+        "strategies.csv",
+        "marginals.csv",
+        "figure4.png",
+        "opt_strategy.json",
+        "retrain.csv",
+        "derived/resnet18_3d_argmax.json",
+        "report.html",
+        "report.md",
+        "rf_vs_accuracy.png",
+    ):
         assert (run / name).stat().st_size > 0, name
     assert len(pd.read_csv(run / "strategies.csv")) >= 4
     assert main(["data", "scan", "configs/synth_motion.yaml", "--subset", "train"]) == 0
@@ -89,15 +107,27 @@ def test_config_error_is_reported_with_the_key_and_exit_code_2(capsys):
     assert "data.clip_lenn" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("script,args", [
-    ("bench_train.py", ["--preset", "tiny", "--repeats", "1", "--batch", "2", "--size", "32", "--threads", "1"]),
-    ("bench_decode.py", ["--skip-real", "--seconds", "0.2", "--videos-per-class", "2"]),
-    ("bench_sample.py", ["--num", "1", "--repeats", "1", "--threads", "1"]),
-])
+@pytest.mark.parametrize(
+    "script,args",
+    [
+        (
+            "bench_train.py",
+            ["--preset", "tiny", "--repeats", "1", "--batch", "2", "--size", "32", "--threads", "1"],
+        ),
+        ("bench_decode.py", ["--skip-real", "--seconds", "0.2", "--videos-per-class", "2"]),
+        ("bench_sample.py", ["--num", "1", "--repeats", "1", "--threads", "1"]),
+    ],
+)
 def test_benchmark_scripts_run(script, args, tmp_path):
-    extra = {"bench_decode.py": ["--cache", str(tmp_path)], "bench_sample.py": ["--work", str(tmp_path)]}.get(script, [])
-    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, *extra], capture_output=True,
-                         text=True, timeout=300)
+    extra = {"bench_decode.py": ["--cache", str(tmp_path)], "bench_sample.py": ["--work", str(tmp_path)]}.get(
+        script, []
+    )
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args, *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "ratio" in res.stdout or "speedup" in res.stdout
 

@@ -83,7 +83,8 @@ def test_branches_with_different_jumps_are_refused():
 
 def test_op_from_torch_modules():
     assert Op.from_module(nn.Conv3d(2, 2, (3, 5, 5), stride=(1, 2, 2), padding=(1, 2, 2))) == Op(
-        (3, 5, 5), (1, 2, 2), padding=(1, 2, 2))
+        (3, 5, 5), (1, 2, 2), padding=(1, 2, 2)
+    )
     assert Op.from_module(nn.MaxPool3d(3, stride=(1, 2, 2), padding=1)) == Op((3, 3, 3), (1, 2, 2), padding=1)
     assert Op.from_module(nn.AvgPool3d((1, 2, 2))) == Op((1, 2, 2), (1, 2, 2), padding=0)
     assert Op.from_module(nn.Conv3d(1, 1, 3, dilation=2, padding=2)).dilation == (2, 2, 2)
@@ -229,7 +230,15 @@ def _shortest(model, strategy: Strategy) -> Strategy:
     return Strategy(tuple(units))
 
 
-STRATEGIES = ["S", "ST", "S+ST", "none", "S|ST|none|S+ST|ST|S", "none|S+ST|ST|S|none|ST", "ST|none|S+ST|ST|ST|none"]
+STRATEGIES = [
+    "S",
+    "ST",
+    "S+ST",
+    "none",
+    "S|ST|none|S+ST|ST|S",
+    "none|S+ST|ST|S|none|ST",
+    "ST|none|S+ST|ST|ST|none",
+]
 
 
 @pytest.fixture(scope="module")
@@ -279,8 +288,12 @@ def test_expected_temporal_rf_matches_enumeration_of_all_strategies():
     model = _tiny()  # 6 slots: 4096 strategies
     drop = np.random.default_rng(3).uniform(0.05, 0.95, (6, 2))
     enumerated = _enumerate(model, drop)
-    for key, axis, stat in (("rf_t_max", "t", "max"), ("rf_t_min", "t", "min"), ("rf_s_max", "h", "max"),
-                            ("rf_s_min", "h", "min")):
+    for key, axis, stat in (
+        ("rf_t_max", "t", "max"),
+        ("rf_t_min", "t", "min"),
+        ("rf_s_max", "h", "max"),
+        ("rf_s_min", "h", "min"),
+    ):
         exact = enumerated[key]
         dp = rf_distribution(model, drop, axis, stat)
         assert dp.keys() == exact.keys()
@@ -341,7 +354,9 @@ def test_partial_spearman_works_on_ranks():
     x, y, z = rng.normal(size=(3, 40))
     base = partial_spearman(x, y, z)
     assert partial_spearman(np.exp(x), y**3, 5 * z + 1) == pytest.approx(base, abs=1e-12)
-    assert base == pytest.approx(partial_correlation(pd.Series(x).rank(), pd.Series(y).rank(), pd.Series(z).rank()))
+    assert base == pytest.approx(
+        partial_correlation(pd.Series(x).rank(), pd.Series(y).rank(), pd.Series(z).rank())
+    )
     with pytest.raises(ValueError):
         partial_correlation(x, y, method="kendall")
 
@@ -357,4 +372,6 @@ def test_plot_rf_vs_accuracy(tmp_path):
     d = df.dropna()
     assert stats["n"] == 29
     assert stats["pearson_r"] == pytest.approx(np.corrcoef(d["rf_t_max"], d["top1_after"])[0, 1])
-    assert stats["partial_r_macs"] == pytest.approx(partial_correlation(d["rf_t_max"], d["top1_after"], d["macs"]))
+    assert stats["partial_r_macs"] == pytest.approx(
+        partial_correlation(d["rf_t_max"], d["top1_after"], d["macs"])
+    )

@@ -17,7 +17,9 @@ def _logit(p: float) -> float:
 
 
 def _closed_form(ps, w2s, coef, n):
-    return sum(coef * (1 - p) * w + (p * math.log(p) + (1 - p) * math.log(1 - p)) / n for p, w in zip(ps, w2s))
+    return sum(
+        coef * (1 - p) * w + (p * math.log(p) + (1 - p) * math.log(1 - p)) / n for p, w in zip(ps, w2s)
+    )
 
 
 @pytest.mark.parametrize("form", ["code", "paper"])

@@ -41,14 +41,24 @@ def test_fixed_strategy_trains_in_hard_mode_without_moving_the_logits(tiny_motio
 
 def test_retrain_command_fills_the_table_two_analog(template_run, capsys):
     for spec in ("S", "ST"):
-        assert main(["retrain", str(template_run), "--strategy", spec, "train.warmup_epochs=1", "train.epochs=0"]) == 0
+        assert (
+            main(
+                ["retrain", str(template_run), "--strategy", spec, "train.warmup_epochs=1", "train.epochs=0"]
+            )
+            == 0
+        )
     table = pd.read_csv(template_run / "retrain.csv")
     assert list(table["label"]) == ["S", "ST"]
     assert table["macs"].iloc[0] < table["macs"].iloc[1]
     assert table["top1"].between(0, 100).all() and table["measured_on"].str.contains("test subset").all()
-    assert Strategy.from_string(table["strategy"].iloc[1]).counts()["ST"] == len(Strategy.from_string(table["strategy"].iloc[1]))
+    assert Strategy.from_string(table["strategy"].iloc[1]).counts()["ST"] == len(
+        Strategy.from_string(table["strategy"].iloc[1])
+    )
     # running the same label again replaces its row (the retrain resumes from its own checkpoint)
-    assert main(["retrain", str(template_run), "--strategy", "S", "train.warmup_epochs=1", "train.epochs=0"]) == 0
+    assert (
+        main(["retrain", str(template_run), "--strategy", "S", "train.warmup_epochs=1", "train.epochs=0"])
+        == 0
+    )
     assert list(pd.read_csv(template_run / "retrain.csv")["label"]) == ["ST", "S"]
 
 

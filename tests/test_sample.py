@@ -19,9 +19,27 @@ from fusion3d.run.strategies import COLUMNS, read_strategies
 from fusion3d.run.strategies import RowWriter as _RowWriter
 from fusion3d.stages.sample import run_sample, strategy_plan
 
-EXPECTED_COLUMNS = ["strategy", "id", "source", "top1_before", "top5_before", "top1_after", "top5_after", "macs",
-                    "params", "n_S", "n_ST", "n_S+ST", "n_none", "views", "seconds", "rf_t_min", "rf_t_max",
-                    "rf_s_min", "rf_s_max"]
+EXPECTED_COLUMNS = [
+    "strategy",
+    "id",
+    "source",
+    "top1_before",
+    "top5_before",
+    "top1_after",
+    "top5_after",
+    "macs",
+    "params",
+    "n_S",
+    "n_ST",
+    "n_S+ST",
+    "n_none",
+    "views",
+    "seconds",
+    "rf_t_min",
+    "rf_t_max",
+    "rf_s_min",
+    "rf_s_max",
+]
 NUM = 8
 OUTPUTS = ("strategies.csv", "sample.json")
 
@@ -89,7 +107,9 @@ def test_rows_are_the_unique_canonical_and_seeded_draws(sampled):
     model, cfg = _model(run)
     g = torch.Generator().manual_seed(cfg.run.seed)
     draws = [model.sample_strategy(g) for _ in range(NUM)]
-    canonical = [Strategy.uniform(u, model.num_slots) for u in ("S", "ST", "S+ST")] + [model.most_probable_strategy()]
+    canonical = [Strategy.uniform(u, model.num_slots) for u in ("S", "ST", "S+ST")] + [
+        model.most_probable_strategy()
+    ]
     expected = {s.id for s in canonical + draws}
     assert df["id"].is_unique
     assert set(df["id"]) == expected and len(df) == len(expected)
@@ -252,10 +272,26 @@ def test_sampling_under_torchrun_gives_the_single_process_file(sampled, trained,
     with socket.socket() as s:  # torchrun's --master_port=0 hangs the rendezvous: pick a free port
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                             f"--master_port={port}", "-m", "fusion3d", "sample", str(run), "-n", str(NUM)],
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={port}",
+            "-m",
+            "fusion3d",
+            "sample",
+            str(run),
+            "-n",
+            str(NUM),
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=300)
     finally:
@@ -277,7 +313,10 @@ def test_receptive_field_columns_match_the_strategy(sampled):
         assert (row.rf_t_min, row.rf_t_max, row.rf_s_min, row.rf_s_max) == tuple(expected.values())
     by_id = df.set_index("id")
     n = model.num_slots
-    assert by_id.loc[Strategy.uniform("S", n).id, "rf_t_max"] < by_id.loc[Strategy.uniform("ST", n).id, "rf_t_max"]
+    assert (
+        by_id.loc[Strategy.uniform("S", n).id, "rf_t_max"]
+        < by_id.loc[Strategy.uniform("ST", n).id, "rf_t_max"]
+    )
 
 
 def test_a_file_from_before_the_receptive_field_columns_is_read_and_upgraded_on_resume(sampled, tmp_path):

@@ -123,7 +123,9 @@ def test_exact_and_monte_carlo_p_values_agree_within_monte_carlo_error_for_n7():
 def test_permutation_p_value_is_seeded_and_never_below_one_over_permutations_plus_one():
     x = np.arange(12.0)
     assert permutation_p_value(kendall_tau_b, x, x, permutations=999, seed=1) == 1 / 1000
-    assert permutation_p_value(spearman_rho, x, x[::-1], 500, 3) == permutation_p_value(spearman_rho, x, x[::-1], 500, 3)
+    assert permutation_p_value(spearman_rho, x, x[::-1], 500, 3) == permutation_p_value(
+        spearman_rho, x, x[::-1], 500, 3
+    )
 
 
 def test_p_value_is_exact_up_to_exact_max_n_and_monte_carlo_beyond():
@@ -160,7 +162,9 @@ def test_tau_critical_value_for_n8_is_18_of_28_pairs():
 def test_tau_critical_value_is_infinite_when_n_cannot_reach_alpha_and_normal_for_large_n():
     assert tau_critical_value(4) == math.inf and tau_critical_value(5) == 1.0
     n = 40
-    assert tau_critical_value(n) == pytest.approx(1.959963985 * math.sqrt(2 * (2 * n + 5) / (9 * n * (n - 1))))
+    assert tau_critical_value(n) == pytest.approx(
+        1.959963985 * math.sqrt(2 * (2 * n + 5) / (9 * n * (n - 1)))
+    )
 
 
 # ----------------------------------------------------------------------------- bootstrap
@@ -181,7 +185,9 @@ def test_bootstrap_ci_is_the_percentile_interval_of_paired_resamples_skipping_na
     vals = np.array([spearman_rho(x[i], y[i]) for i in idx])
     assert np.isnan(vals).any()  # some resamples repeat one point only
     expected = np.quantile(vals[~np.isnan(vals)], [0.05, 0.95])
-    np.testing.assert_allclose(bootstrap_ci(spearman_rho, x, y, n_boot=400, level=0.9, seed=9), expected, atol=1e-12)
+    np.testing.assert_allclose(
+        bootstrap_ci(spearman_rho, x, y, n_boot=400, level=0.9, seed=9), expected, atol=1e-12
+    )
 
 
 def test_agreement_bundles_tau_and_rho_with_p_values_and_intervals():

@@ -37,15 +37,26 @@ def rng(seed: int) -> np.random.Generator:
 
 def test_class_names_and_limits():
     assert KINDS == ("motion", "appearance", "mixed", "texture", "order")
-    assert class_names("motion", 6) == ["MoveRight", "MoveLeft", "RotateCW", "RotateCCW", "Expand", "Contract"]
+    assert class_names("motion", 6) == [
+        "MoveRight",
+        "MoveLeft",
+        "RotateCW",
+        "RotateCCW",
+        "Expand",
+        "Contract",
+    ]
     assert len(MOTION_PAIRS) >= 8
     for kind in KINDS:
         names = class_names(kind, max_classes(kind))
         assert len(names) == len(set(names)) == max_classes(kind)
         assert all(re.fullmatch(r"([A-Z][a-z]*|CW|CCW)+", n) for n in names), names
     assert class_names("appearance", 4) == list(APPEARANCE_CLASSES[:4])
-    assert class_names("mixed", 4) == [f"{APPEARANCE_CLASSES[0]}Down", f"{APPEARANCE_CLASSES[0]}Up",
-                                       f"{APPEARANCE_CLASSES[1]}Down", f"{APPEARANCE_CLASSES[1]}Up"]
+    assert class_names("mixed", 4) == [
+        f"{APPEARANCE_CLASSES[0]}Down",
+        f"{APPEARANCE_CLASSES[0]}Up",
+        f"{APPEARANCE_CLASSES[1]}Down",
+        f"{APPEARANCE_CLASSES[1]}Up",
+    ]
     with pytest.raises(ValueError, match="kind"):
         class_names("colour", 4)
     with pytest.raises(ValueError, match="even"):
@@ -58,8 +69,9 @@ def test_hflip_pairs():
     assert hflip_pairs("motion", 6) == [[0, 1], [2, 3]]  # Right<->Left, CW<->CCW; Expand/Contract invariant
     names = class_names("motion", 18)
     for a, b in hflip_pairs("motion", 18):
-        assert names[a].replace("Right", "Left").replace("CCW", "CW") == names[b].replace("Right", "Left").replace(
-            "CCW", "CW")
+        assert names[a].replace("Right", "Left").replace("CCW", "CW") == names[b].replace(
+            "Right", "Left"
+        ).replace("CCW", "CW")
     assert hflip_pairs("appearance", 6) == []
 
 
@@ -89,7 +101,9 @@ def test_motion_twins_have_the_same_unordered_frames():
         mean_b = b.reshape(videos, T, -1).mean(axis=(0, 2))
         np.testing.assert_array_equal(mean_a, mean_b[::-1])
         # pooled over positions (unordered), the twins are indistinguishable
-        np.testing.assert_array_equal(np.bincount(a.ravel(), minlength=256), np.bincount(b.ravel(), minlength=256))
+        np.testing.assert_array_equal(
+            np.bincount(a.ravel(), minlength=256), np.bincount(b.ravel(), minlength=256)
+        )
         per_frame_a = np.sort(a.reshape(videos * T, -1).mean(axis=1))
         per_frame_b = np.sort(b.reshape(videos * T, -1).mean(axis=1))
         np.testing.assert_array_equal(per_frame_a, per_frame_b)
@@ -112,7 +126,9 @@ def test_motion_is_visible_and_uniform():
                 elif family == "rotate":
                     turn = np.diff(obj.angles)
                     np.testing.assert_allclose(turn, turn[0], rtol=1e-9)
-                    assert turn[0] > 0 and turn.sum() >= math.radians(90)  # clockwise, a quarter turn at least
+                    assert turn[0] > 0 and turn.sum() >= math.radians(
+                        90
+                    )  # clockwise, a quarter turn at least
                 elif family == "scale":
                     grow = np.diff(obj.scales)
                     np.testing.assert_allclose(grow, grow[0], rtol=1e-9)
@@ -160,8 +176,9 @@ def test_mixed_needs_shape_and_direction():
         assert not down.reverse and up.reverse
         c = down.objects[0].centers
         assert c[-1, 1] - c[0, 1] > 0.25 * S  # moves down
-        np.testing.assert_array_equal(render_video("mixed", 3, n, T, S, rng(seed)),
-                                      render_video("mixed", 2, n, T, S, rng(seed))[::-1])
+        np.testing.assert_array_equal(
+            render_video("mixed", 3, n, T, S, rng(seed)), render_video("mixed", 2, n, T, S, rng(seed))[::-1]
+        )
 
 
 def test_render_video_argument_errors():
@@ -181,8 +198,15 @@ def test_render_video_argument_errors():
 
 def test_texture_and_order_classes():
     assert class_names("texture", 4) == ["DriftRight", "DriftLeft", "DriftDown", "DriftUp"]
-    assert class_names("order", 4) == ["WideThenTall", "TallThenWide", "RisingThenFalling", "FallingThenRising"]
-    assert max_classes("texture") == 2 * len(synth.TEXTURE_PAIRS) and max_classes("order") == 2 * len(synth.ORDER_PAIRS)
+    assert class_names("order", 4) == [
+        "WideThenTall",
+        "TallThenWide",
+        "RisingThenFalling",
+        "FallingThenRising",
+    ]
+    assert max_classes("texture") == 2 * len(synth.TEXTURE_PAIRS) and max_classes("order") == 2 * len(
+        synth.ORDER_PAIRS
+    )
     assert hflip_pairs("texture", 4) == [[0, 1]]  # Down/Up are mirror-invariant
     assert hflip_pairs("order", 4) == [[2, 3]]  # a mirror turns "/" into "\"; wide and tall stay
     assert synth.hflip_unpaired("order", 2) == [] and synth.hflip_unpaired("texture", 4) == []
@@ -198,7 +222,9 @@ def test_new_kinds_are_exact_time_reversed_twins(kind):
             assert fwd.shape == (T, S, S, 3) and fwd.dtype == np.uint8
             np.testing.assert_array_equal(rev, fwd[::-1])  # the same frames, in the other order
             assert not np.array_equal(fwd, rev)
-            np.testing.assert_array_equal(fwd, render_video(kind, 2 * pair, n, T, S, rng(seed)))  # deterministic
+            np.testing.assert_array_equal(
+                fwd, render_video(kind, 2 * pair, n, T, S, rng(seed))
+            )  # deterministic
 
 
 def _pool2(a: np.ndarray) -> np.ndarray:
@@ -212,13 +238,19 @@ def test_texture_signal_is_fine_and_drifts(label):
     v = synth._TEXTURE_SPEED
     for seed in range(3):
         c = synth.texture_carrier(label, T, S, rng(seed))
-        assert c.shape == (T, S, S) and set(np.unique(c)) == {-1.0, 1.0}  # uniform magnitude: no energy pattern
+        assert c.shape == (T, S, S) and set(np.unique(c)) == {
+            -1.0,
+            1.0,
+        }  # uniform magnitude: no energy pattern
         np.testing.assert_array_equal(_pool2(c), 0.0)  # gone after the first 2x2 average pooling
-        np.testing.assert_array_equal(c[:, 1::2] + c[:, ::2] if axis == 0 else c[:, :, 1::2] + c[:, :, ::2], 0.0)
+        np.testing.assert_array_equal(
+            c[:, 1::2] + c[:, ::2] if axis == 0 else c[:, :, 1::2] + c[:, :, ::2], 0.0
+        )
         # the forward video drifts right (axis 0) or down (axis 1) by v pixels per frame
         along = 2 if axis == 0 else 1
-        np.testing.assert_array_equal(np.take(c[1:], np.arange(v, S), axis=along),
-                                      np.take(c[:-1], np.arange(0, S - v), axis=along))
+        np.testing.assert_array_equal(
+            np.take(c[1:], np.arange(v, S), axis=along), np.take(c[:-1], np.arange(0, S - v), axis=along)
+        )
         assert not np.array_equal(c[1:], c[:-1])
 
 
@@ -227,11 +259,15 @@ def test_texture_signal_vanishes_after_2x2_pooling(monkeypatch):
     for label in (0, 3):
         for seed in range(3):
             with_texture = render_video("texture", label, 4, T, S, rng(seed)).astype(float)
-            monkeypatch.setattr(synth, "texture_carrier", lambda *a, f=synth.texture_carrier: 0.0 * f(*a))  # no texture
+            monkeypatch.setattr(
+                synth, "texture_carrier", lambda *a, f=synth.texture_carrier: 0.0 * f(*a)
+            )  # no texture
             without = render_video("texture", label, 4, T, S, rng(seed)).astype(float)
             monkeypatch.undo()
             assert np.abs(with_texture - without).mean() > 15  # strong at full resolution
-            pooled = np.abs(_pool2(with_texture.transpose(0, 3, 1, 2)) - _pool2(without.transpose(0, 3, 1, 2)))
+            pooled = np.abs(
+                _pool2(with_texture.transpose(0, 3, 1, 2)) - _pool2(without.transpose(0, 3, 1, 2))
+            )
             assert pooled.mean() < 0.5 and pooled.max() <= 4  # rounding and the noise's rare clipping only
 
 
@@ -246,7 +282,9 @@ def test_order_arrangements():
                 sep = np.hypot(*d)
                 assert synth._ORDER_SEPARATION[0] * S - 1e-9 <= sep <= synth._ORDER_SEPARATION[1] * S + 1e-9
                 assert abs((math.degrees(math.atan2(d[1], d[0])) - angle + 90) % 180 - 90) <= 10 + 1e-9
-                assert np.all(dots >= synth._ORDER_MARGIN * S - 1e-9) and np.all(dots <= S - synth._ORDER_MARGIN * S + 1e-9)
+                assert np.all(dots >= synth._ORDER_MARGIN * S - 1e-9) and np.all(
+                    dots <= S - synth._ORDER_MARGIN * S + 1e-9
+                )
 
 
 def test_order_dots_only_during_the_event(monkeypatch):
@@ -258,8 +296,10 @@ def test_order_dots_only_during_the_event(monkeypatch):
         monkeypatch.undo()
         shown = np.flatnonzero([not np.array_equal(f, g) for f, g in zip(video, background)])
         a, b = synth.order_schedule(T, synth._streams(rng(seed))["motion"])
-        np.testing.assert_array_equal(shown, np.r_[a:a + synth._ORDER_SHOW, b:b + synth._ORDER_SHOW])
-        assert np.all(np.diff(shown) == 1)  # one short event: the second arrangement follows the first at once
+        np.testing.assert_array_equal(shown, np.r_[a : a + synth._ORDER_SHOW, b : b + synth._ORDER_SHOW])
+        assert np.all(
+            np.diff(shown) == 1
+        )  # one short event: the second arrangement follows the first at once
 
 
 def test_order_frames_are_a_permutation_between_twins():
@@ -273,8 +313,16 @@ def test_order_frames_are_a_permutation_between_twins():
 
 
 def test_generate_test_per_class_and_new_kinds(tmp_path):
-    out = generate(tmp_path / "t", kind="texture", classes=2, videos_per_class=6, frames=T, size=S, seed=1,
-                   test_per_class=4)
+    out = generate(
+        tmp_path / "t",
+        kind="texture",
+        classes=2,
+        videos_per_class=6,
+        frames=T,
+        size=S,
+        seed=1,
+        test_per_class=4,
+    )
     test = (out / "ucfTrainTestlist" / "testlist01.txt").read_text().splitlines()
     train = (out / "ucfTrainTestlist" / "trainlist01.txt").read_text().splitlines()
     assert len(test) == 2 * 4 and len(train) == 2 * 2
@@ -286,10 +334,17 @@ def test_generate_test_per_class_and_new_kinds(tmp_path):
     rel = "DriftRight/v_DriftRight_g01_c02.mp4"
     assert (out / rel).read_bytes() == (other / rel).read_bytes()
     with pytest.raises(ValueError, match="'test_per_class' must be < videos_per_class"):
-        generate(tmp_path / "v", kind="order", classes=2, videos_per_class=4, frames=T, size=S, test_per_class=4)
-    a = _tree(generate(tmp_path / "o1", kind="order", classes=2, videos_per_class=3, frames=T, size=S, seed=2))
-    b = _tree(generate(tmp_path / "o2", kind="order", classes=2, videos_per_class=3, frames=T, size=S, seed=2,
-                       workers=2))
+        generate(
+            tmp_path / "v", kind="order", classes=2, videos_per_class=4, frames=T, size=S, test_per_class=4
+        )
+    a = _tree(
+        generate(tmp_path / "o1", kind="order", classes=2, videos_per_class=3, frames=T, size=S, seed=2)
+    )
+    b = _tree(
+        generate(
+            tmp_path / "o2", kind="order", classes=2, videos_per_class=3, frames=T, size=S, seed=2, workers=2
+        )
+    )
     assert a == b
 
 
@@ -330,8 +385,12 @@ def test_generate_writes_ucf101_layout(tmp_path):
         video = _decode(out / rel)
         assert video.shape == (T, S, S, 3)
     assert sorted(p.name for p in (out / "MoveRight").iterdir()) == [
-        "v_MoveRight_g01_c01.mp4", "v_MoveRight_g01_c02.mp4", "v_MoveRight_g01_c03.mp4", "v_MoveRight_g01_c04.mp4",
-        "v_MoveRight_g02_c01.mp4"]
+        "v_MoveRight_g01_c01.mp4",
+        "v_MoveRight_g01_c02.mp4",
+        "v_MoveRight_g01_c03.mp4",
+        "v_MoveRight_g01_c04.mp4",
+        "v_MoveRight_g02_c01.mp4",
+    ]
     meta = json.loads((out / "synth.json").read_text())
     assert {k: meta[k] for k in GEN} == GEN and meta["fps"] == 12
     # the decoded video is close to what render_video draws for that (seed, label, index)
@@ -372,22 +431,25 @@ def test_generate_up_to_date_short_circuit(tmp_path, monkeypatch):
     assert _decode(out / "RotateCW" / "v_RotateCW_g01_c01.mp4").shape[0] == T + 2
 
 
-@pytest.mark.parametrize("kwargs, pattern", [
-    (dict(kind="textures"), r"'kind'.*motion, appearance, mixed"),
-    (dict(classes=5), r"'classes' must be even"),
-    (dict(kind="mixed", classes=3), r"'classes' must be even"),
-    (dict(classes=2 * len(MOTION_PAIRS) + 2), rf"'classes'.*maximum {2 * len(MOTION_PAIRS)}"),
-    (dict(kind="appearance", classes=11), r"'classes'.*maximum 10"),
-    (dict(classes=1), r"'classes' must be >= 2"),
-    (dict(videos_per_class=1), r"'videos_per_class'"),
-    (dict(frames=1), r"'frames'"),
-    (dict(size=33), r"'size' must be even"),
-    (dict(size=8), r"'size'"),
-    (dict(seed=-1), r"'seed'"),
-    (dict(fps=0), r"'fps'"),
-    (dict(workers=0), r"'workers'"),
-    (dict(classes=4.0), r"'classes' must be an integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        (dict(kind="textures"), r"'kind'.*motion, appearance, mixed"),
+        (dict(classes=5), r"'classes' must be even"),
+        (dict(kind="mixed", classes=3), r"'classes' must be even"),
+        (dict(classes=2 * len(MOTION_PAIRS) + 2), rf"'classes'.*maximum {2 * len(MOTION_PAIRS)}"),
+        (dict(kind="appearance", classes=11), r"'classes'.*maximum 10"),
+        (dict(classes=1), r"'classes' must be >= 2"),
+        (dict(videos_per_class=1), r"'videos_per_class'"),
+        (dict(frames=1), r"'frames'"),
+        (dict(size=33), r"'size' must be even"),
+        (dict(size=8), r"'size'"),
+        (dict(seed=-1), r"'seed'"),
+        (dict(fps=0), r"'fps'"),
+        (dict(workers=0), r"'workers'"),
+        (dict(classes=4.0), r"'classes' must be an integer"),
+    ],
+)
 def test_generate_rejects_bad_arguments(tmp_path, kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         generate(tmp_path / "d", **{**GEN, **kwargs})

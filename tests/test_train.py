@@ -57,8 +57,12 @@ def test_training_run_writes_config_metrics_checkpoint_and_summary(tiny_motion, 
 
 
 def test_large_k_raises_every_drop_probability(tiny_motion, tmp_path):
-    cfg = load_config(None, tiny_overrides(tiny_motion, tmp_path, **{"train.k": 50.0, "train.warmup_epochs": 0,
-                                                                      "train.epochs": 1}))
+    cfg = load_config(
+        None,
+        tiny_overrides(
+            tiny_motion, tmp_path, **{"train.k": 50.0, "train.warmup_epochs": 0, "train.epochs": 1}
+        ),
+    )
     p = torch.tensor(train(cfg)["drop_probs"])
     assert (p > 0.1).all()
 
@@ -68,8 +72,9 @@ def test_killed_run_resumes_to_identical_weights(tiny_motion, tmp_path):
     ref = train(load_config(None, over))
     shutil.rmtree(tmp_path / "run")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([PY, "-m", "fusion3d", "train", *over], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [PY, "-m", "fusion3d", "train", *over], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     ckpt = tmp_path / "run" / CHECKPOINT
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -90,8 +95,11 @@ def test_killed_run_resumes_to_identical_weights(tiny_motion, tmp_path):
 def test_init_loads_weights_only(tiny_motion, tmp_path):
     over = tiny_overrides(tiny_motion, tmp_path, **{"train.warmup_epochs": 1, "train.epochs": 0})
     train(load_config(None, over))
-    other = tiny_overrides(tiny_motion, tmp_path, **{"run.out": tmp_path / "run2", "train.warmup_epochs": 1,
-                                                    "train.epochs": 0, "train.lr": 1e-9})
+    other = tiny_overrides(
+        tiny_motion,
+        tmp_path,
+        **{"run.out": tmp_path / "run2", "train.warmup_epochs": 1, "train.epochs": 0, "train.lr": 1e-9},
+    )
     train(load_config(None, other), init=str(tmp_path / "run" / CHECKPOINT))
     a = load_checkpoint(tmp_path / "run" / CHECKPOINT)["model"]
     b = load_checkpoint(tmp_path / "run2" / CHECKPOINT)["model"]
@@ -135,9 +143,24 @@ def test_two_process_ddp_run_ends_with_identical_weights(tiny_motion, tmp_path):
     with socket.socket() as s:  # torchrun's --master_port=0 hangs the rendezvous: pick a free port
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([PY, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-                             "-m", "fusion3d", "train", *over], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={port}",
+            "-m",
+            "fusion3d",
+            "train",
+            *over,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=300)
     finally:  # never leave worker processes behind, whatever happened

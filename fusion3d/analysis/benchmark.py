@@ -19,7 +19,18 @@ from fusion3d.analysis.stats import agreement, binomial_se, kendall_tau_b, regre
 from fusion3d.models.strategy import Strategy
 from fusion3d.models.units import TEMPORAL_UNITS, UNITS
 
-TABLE_COLUMNS = ("strategy", "id", "design", "seed", "top1", "top5", "macs", "params", "test_videos", "seconds")
+TABLE_COLUMNS = (
+    "strategy",
+    "id",
+    "design",
+    "seed",
+    "top1",
+    "top5",
+    "macs",
+    "params",
+    "test_videos",
+    "seconds",
+)
 
 
 # ----------------------------------------------------------------------------- the design
@@ -41,7 +52,9 @@ def structured_design(num_slots: int) -> list[tuple[Strategy, str]]:
     return out
 
 
-def design(num_slots: int, num_random: int, seed: int, cost: Callable[[Strategy], float]) -> list[tuple[Strategy, str]]:
+def design(
+    num_slots: int, num_random: int, seed: int, cost: Callable[[Strategy], float]
+) -> list[tuple[Strategy, str]]:
     """The strategies of a table: :func:`structured_design` plus ``num_random`` random strategies
     spread over cost. Random strategies draw each slot's unit uniformly from S, ST, S+ST, none
     (seeded); of 50 x ``num_random`` draws (duplicates of earlier strategies removed), the ones
@@ -74,9 +87,18 @@ def ground_truth(table: pd.DataFrame) -> pd.DataFrame:
     """Per strategy (one row, design order): mean top-1 / top-5 over seeds, their spread over seeds,
     the number of seeds, MACs, parameters and the standard error of the mean (see :func:`strategy_se`)."""
     g = table.groupby("id", sort=False)
-    out = g.agg(strategy=("strategy", "first"), design=("design", "first"), top1=("top1", "mean"),
-                top5=("top5", "mean"), top1_min=("top1", "min"), top1_max=("top1", "max"), seeds=("seed", "nunique"),
-                macs=("macs", "first"), params=("params", "first"), test_videos=("test_videos", "first"))
+    out = g.agg(
+        strategy=("strategy", "first"),
+        design=("design", "first"),
+        top1=("top1", "mean"),
+        top5=("top5", "mean"),
+        top1_min=("top1", "min"),
+        top1_max=("top1", "max"),
+        seeds=("seed", "nunique"),
+        macs=("macs", "first"),
+        params=("params", "first"),
+        test_videos=("test_videos", "first"),
+    )
     out["se"] = strategy_se(table).reindex(out.index).to_numpy()
     return out.reset_index()
 
@@ -91,7 +113,7 @@ def strategy_se(table: pd.DataFrame) -> pd.Series:
     dev = table["top1"] - g.transform("mean")
     dof = float((k - 1).sum())
     if dof > 0:
-        pooled = float((dev ** 2).sum() / dof)
+        pooled = float((dev**2).sum() / dof)
         return np.sqrt(pooled / k)
     means = g.mean()
     n = table.groupby("id", sort=False)["test_videos"].first()
@@ -108,8 +130,12 @@ def noise_ceiling(table: pd.DataFrame) -> dict:
     b = table[table["seed"] == seeds[1]].set_index("id")["top1"]
     common = a.index.intersection(b.index)
     x, y = a.loc[common].to_numpy(float), b.loc[common].to_numpy(float)
-    return {"seeds": [int(seeds[0]), int(seeds[1])], "kendall_tau": _num(kendall_tau_b(x, y)),
-            "spearman_rho": _num(spearman_rho(x, y)), "n": int(len(common))}
+    return {
+        "seeds": [int(seeds[0]), int(seeds[1])],
+        "kendall_tau": _num(kendall_tau_b(x, y)),
+        "spearman_rho": _num(spearman_rho(x, y)),
+        "n": int(len(common)),
+    }
 
 
 def t_indicators(strategies: Sequence[str]) -> np.ndarray:
@@ -130,8 +156,15 @@ def slot_effects(gt: pd.DataFrame) -> pd.DataFrame:
     coef, low, high = linear_t_effects(gt["strategy"], gt["top1"].to_numpy(float))
     rows = []
     for i in range(n):
-        rows.append({"slot": i, "single": float(by_design.get(f"T-only@{i}", np.nan) - base),
-                     "linear": coef[i], "linear_low": low[i], "linear_high": high[i]})
+        rows.append(
+            {
+                "slot": i,
+                "single": float(by_design.get(f"T-only@{i}", np.nan) - base),
+                "linear": coef[i],
+                "linear_low": low[i],
+                "linear_high": high[i],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -145,7 +178,11 @@ def linear_t_effects(strategies: Sequence[str], top1: np.ndarray) -> tuple[list,
         fit = ols_effects(X, np.asarray(top1, dtype=float), names=[f"T@{i}" for i in range(n)])
     except ValueError:
         return [float("nan")] * n, [float("nan")] * n, [float("nan")] * n
-    return ([float(v) for v in fit.coef[1:]], [float(v) for v in fit.low[1:]], [float(v) for v in fit.high[1:]])
+    return (
+        [float(v) for v in fit.coef[1:]],
+        [float(v) for v in fit.low[1:]],
+        [float(v) for v in fit.high[1:]],
+    )
 
 
 def depth_profile(gt: pd.DataFrame) -> dict:
@@ -153,8 +190,13 @@ def depth_profile(gt: pd.DataFrame) -> dict:
     all-ST for reference; ``early_minus_late`` > 0 means temporal modelling pays off early."""
     by = gt.set_index("design")["top1"]
     early, late = by.get("T-early-half", np.nan), by.get("T-late-half", np.nan)
-    return {"early_half_T": _num(early), "late_half_T": _num(late), "early_minus_late": _num(early - late),
-            "all_S": _num(by.get("all-S", np.nan)), "all_ST": _num(by.get("all-ST", np.nan))}
+    return {
+        "early_half_T": _num(early),
+        "late_half_T": _num(late),
+        "early_minus_late": _num(early - late),
+        "all_S": _num(by.get("all-S", np.nan)),
+        "all_ST": _num(by.get("all-ST", np.nan)),
+    }
 
 
 def describe_table(table: pd.DataFrame) -> dict:
@@ -163,19 +205,33 @@ def describe_table(table: pd.DataFrame) -> dict:
     best = gt["top1"].max()
     se_best = float(gt.loc[gt["top1"].idxmax(), "se"])
     near = int((gt["top1"] >= best - se_best).sum())
-    return {"strategies": int(len(gt)), "seeds": sorted(int(s) for s in table["seed"].unique()),
-            "rows": int(len(table)), "top1_min": float(gt["top1"].min()), "top1_max": float(best),
-            "spread": float(best - gt["top1"].min()), "se_best": se_best,
-            "within_1se_of_best": near, "within_1se_of_best_share": near / len(gt),
-            "test_videos": int(gt["test_videos"].iloc[0]), "noise_ceiling": noise_ceiling(table),
-            "depth_profile": depth_profile(gt)}
+    return {
+        "strategies": int(len(gt)),
+        "seeds": sorted(int(s) for s in table["seed"].unique()),
+        "rows": int(len(table)),
+        "top1_min": float(gt["top1"].min()),
+        "top1_max": float(best),
+        "spread": float(best - gt["top1"].min()),
+        "se_best": se_best,
+        "within_1se_of_best": near,
+        "within_1se_of_best_share": near / len(gt),
+        "test_videos": int(gt["test_videos"].iloc[0]),
+        "noise_ceiling": noise_ceiling(table),
+        "depth_profile": depth_profile(gt),
+    }
 
 
 # ----------------------------------------------------------------------------- scoring an analyzer
 
 
-def score_predictors(gt: pd.DataFrame, predictors: dict[str, np.ndarray], permutations: int = 10000,
-                     n_boot: int = 2000, seed: int = 0, k: int = 5) -> dict:
+def score_predictors(
+    gt: pd.DataFrame,
+    predictors: dict[str, np.ndarray],
+    permutations: int = 10000,
+    n_boot: int = 2000,
+    seed: int = 0,
+    k: int = 5,
+) -> dict:
     """For each predictor (one value per ground-truth row, higher = predicted better): Kendall tau and
     Spearman rho with the ground-truth mean top-1 (p-values exact for small n, bootstrap 95%
     intervals), top-``k`` overlap, and the regret of its pick in points and in standard errors of
@@ -191,9 +247,15 @@ def score_predictors(gt: pd.DataFrame, predictors: dict[str, np.ndarray], permut
             continue
         r = agreement(x[ok], truth[ok], permutations=permutations, seed=seed, n_boot=n_boot)
         reg = regret(x[ok], truth[ok], se_best if se_best > 0 else None)
-        r.update({"top_k": k, "top_k_overlap": top_k_overlap(x[ok], truth[ok], min(k, int(ok.sum()))),
-                  "pick": str(gt.loc[np.flatnonzero(ok)[reg["pick"]], "strategy"]),
-                  "regret_points": reg["regret"], "regret_se": reg["regret_se"]})
+        r.update(
+            {
+                "top_k": k,
+                "top_k_overlap": top_k_overlap(x[ok], truth[ok], min(k, int(ok.sum()))),
+                "pick": str(gt.loc[np.flatnonzero(ok)[reg["pick"]], "strategy"]),
+                "regret_points": reg["regret"],
+                "regret_se": reg["regret_se"],
+            }
+        )
         out[name] = r
     return out
 
@@ -207,10 +269,18 @@ def slot_agreement(effects: pd.DataFrame, preference: Sequence[float], column: s
     half = len(eff) // 2
     e_contrast = float(eff[:half].mean() - eff[half:].mean())
     p_contrast = float(pref[:half].mean() - pref[half:].mean())
-    return {"spearman_rho": _num(spearman_rho(pref, eff)), "kendall_tau": _num(kendall_tau_b(pref, eff)),
-            "effect_early_minus_late": e_contrast, "preference_early_minus_late": p_contrast,
-            "profile_matches": bool(np.sign(e_contrast) == np.sign(p_contrast)) if e_contrast and p_contrast else None,
-            "effects": eff.tolist(), "preference": pref.tolist(), "effect_column": column}
+    return {
+        "spearman_rho": _num(spearman_rho(pref, eff)),
+        "kendall_tau": _num(kendall_tau_b(pref, eff)),
+        "effect_early_minus_late": e_contrast,
+        "preference_early_minus_late": p_contrast,
+        "profile_matches": bool(np.sign(e_contrast) == np.sign(p_contrast))
+        if e_contrast and p_contrast
+        else None,
+        "effects": eff.tolist(),
+        "preference": pref.tolist(),
+        "effect_column": column,
+    }
 
 
 def _num(v) -> float | None:

@@ -117,7 +117,9 @@ def _ratio(ab: np.ndarray, aa: np.ndarray, bb: np.ndarray) -> np.ndarray:
 def cka_debiased(X: Any, Y: Any) -> float:
     """Debiased linear CKA of features X (n, ...) and Y (n, ...) of the same n samples (n >= 4)."""
     K, L = gram_linear(X), gram_linear(Y)
-    return float(_ratio(np.array(hsic_unbiased(K, L)), np.array(hsic_unbiased(K, K)), np.array(hsic_unbiased(L, L))))
+    return float(
+        _ratio(np.array(hsic_unbiased(K, L)), np.array(hsic_unbiased(K, K)), np.array(hsic_unbiased(L, L)))
+    )
 
 
 def hsic_biased(K: Any, L: Any) -> float:
@@ -131,7 +133,9 @@ def hsic_biased(K: Any, L: Any) -> float:
 def cka_biased(X: Any, Y: Any) -> float:
     """Plain (biased) linear CKA of Kornblith et al. 2019, for comparison with ``cka_debiased``."""
     K, L = gram_linear(X), gram_linear(Y)
-    return float(_ratio(np.array(hsic_biased(K, L)), np.array(hsic_biased(K, K)), np.array(hsic_biased(L, L))))
+    return float(
+        _ratio(np.array(hsic_biased(K, L)), np.array(hsic_biased(K, K)), np.array(hsic_biased(L, L)))
+    )
 
 
 class MinibatchCKA:
@@ -156,8 +160,10 @@ class MinibatchCKA:
         if self.batch_size is None:
             self.batch_size = n
         elif n != self.batch_size:
-            raise ValueError(f"minibatch of {n} samples after minibatches of {self.batch_size}: the minibatch "
-                             "size must be fixed (drop short batches)")
+            raise ValueError(
+                f"minibatch of {n} samples after minibatches of {self.batch_size}: the minibatch "
+                "size must be fixed (drop short batches)"
+            )
         ab = hsic_unbiased_matrix(Ka, Lb)
         aa = _self_hsic(Ka)
         bb = aa if Lb is Ka else _self_hsic(Lb)
@@ -233,10 +239,17 @@ class CKAPass:
 
 
 @torch.no_grad()
-def cka_pass(model_a: torch.nn.Module, model_b: torch.nn.Module, strategy_a: Any, strategy_b: Any,
-             batches: Iterable[Any], device: torch.device | str | None = None,
-             bn_a: dict[str, torch.Tensor] | None = None, bn_b: dict[str, torch.Tensor] | None = None,
-             batch_size: int | None = None) -> CKAPass:
+def cka_pass(
+    model_a: torch.nn.Module,
+    model_b: torch.nn.Module,
+    strategy_a: Any,
+    strategy_b: Any,
+    batches: Iterable[Any],
+    device: torch.device | str | None = None,
+    bn_a: dict[str, torch.Tensor] | None = None,
+    bn_b: dict[str, torch.Tensor] | None = None,
+    batch_size: int | None = None,
+) -> CKAPass:
     """``cka_matrix`` with its bookkeeping (see there)."""
     device = torch.device(device) if device is not None else next(model_a.parameters()).device
     sa, sb = _strategy_or_none(model_a, strategy_a), _strategy_or_none(model_b, strategy_b)
@@ -245,8 +258,14 @@ def cka_pass(model_a: torch.nn.Module, model_b: torch.nn.Module, strategy_a: Any
     models = [model_a] if same else [model_a, model_b]
     saved = []
     for m in models:
-        saved.append((m.training, m.gate_mode, m.current_strategy() if m.gate_mode == "hard" else None,
-                      bn_state(m) if (bn_a is not None or bn_b is not None) else None))
+        saved.append(
+            (
+                m.training,
+                m.gate_mode,
+                m.current_strategy() if m.gate_mode == "hard" else None,
+                bn_state(m) if (bn_a is not None or bn_b is not None) else None,
+            )
+        )
         m.eval()
     hooks = {id(m): SlotGrams(m) for m in models}
     acc = MinibatchCKA()
@@ -289,14 +308,29 @@ def cka_pass(model_a: torch.nn.Module, model_b: torch.nn.Module, strategy_a: Any
             m.train(training)
     if acc.batches == 0:
         raise ValueError(f"no minibatch of {batch_size} samples to measure CKA on")
-    return CKAPass(acc.result(), hooks[id(model_a)].names, hooks[id(model_b)].names, acc.batches,
-                   int(batch_size), skipped_batches, skipped_samples, passes)
+    return CKAPass(
+        acc.result(),
+        hooks[id(model_a)].names,
+        hooks[id(model_b)].names,
+        acc.batches,
+        int(batch_size),
+        skipped_batches,
+        skipped_samples,
+        passes,
+    )
 
 
-def cka_matrix(model_a: torch.nn.Module, model_b: torch.nn.Module, strategy_a: Any, strategy_b: Any,
-               batches: Iterable[Any], device: torch.device | str | None = None,
-               bn_a: dict[str, torch.Tensor] | None = None, bn_b: dict[str, torch.Tensor] | None = None,
-               batch_size: int | None = None) -> np.ndarray:
+def cka_matrix(
+    model_a: torch.nn.Module,
+    model_b: torch.nn.Module,
+    strategy_a: Any,
+    strategy_b: Any,
+    batches: Iterable[Any],
+    device: torch.device | str | None = None,
+    bn_a: dict[str, torch.Tensor] | None = None,
+    bn_b: dict[str, torch.Tensor] | None = None,
+    batch_size: int | None = None,
+) -> np.ndarray:
     """(L_a, L_b) debiased minibatch CKA between the slot outputs of ``model_a`` under ``strategy_a`` and
     those of ``model_b`` under ``strategy_b`` on the inputs ``batches`` yields (tensors, ``(input, ...)``
     tuples or dicts with ``"clip"``).
@@ -332,14 +366,28 @@ def redundant_runs(matrix: Any, names: Sequence[str], threshold: float = 0.9) ->
             start = i
         if not linked and start is not None:
             adj = [float(m[k, k + 1]) for k in range(start, i)]
-            runs.append({"first": names[start], "last": names[i], "slots": list(names[start:i + 1]),
-                         "length": i - start + 1, "min_adjacent_cka": min(adj)})
+            runs.append(
+                {
+                    "first": names[start],
+                    "last": names[i],
+                    "slots": list(names[start : i + 1]),
+                    "length": i - start + 1,
+                    "min_adjacent_cka": min(adj),
+                }
+            )
             start = None
     return runs
 
 
-def plot_cka_heatmap(matrix: Any, names_a: Sequence[str], names_b: Sequence[str], path: str | Path,
-                     title: str, label_a: str = "A", label_b: str = "B") -> None:
+def plot_cka_heatmap(
+    matrix: Any,
+    names_a: Sequence[str],
+    names_b: Sequence[str],
+    path: str | Path,
+    title: str,
+    label_a: str = "A",
+    label_b: str = "B",
+) -> None:
     """Heatmap of a CKA matrix (rows: slots of A, bottom to top; columns: slots of B), colour scale
     0..1, NaN in grey. Written atomically."""
     import matplotlib.pyplot as plt

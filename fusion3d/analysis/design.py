@@ -36,8 +36,12 @@ def depth_mapping(num_slots: int, num_blocks: int) -> list[tuple[int, int, float
 def map_marginals(marginals: np.ndarray, num_blocks: int) -> np.ndarray:
     """(num_slots, U) unit marginals -> (num_blocks, U) by the depth mapping; rows renormalised."""
     marginals = np.asarray(marginals, dtype=float)
-    rows = np.stack([(1 - w) * marginals[lo] + w * marginals[hi]
-                     for lo, hi, w in depth_mapping(len(marginals), num_blocks)])
+    rows = np.stack(
+        [
+            (1 - w) * marginals[lo] + w * marginals[hi]
+            for lo, hi, w in depth_mapping(len(marginals), num_blocks)
+        ]
+    )
     total = rows.sum(1, keepdims=True)
     if np.any(total <= 0):
         raise ValueError("a block has zero probability for every design unit")
@@ -55,8 +59,9 @@ def paper_units(num_blocks: int) -> list[str]:
     return ["S+ST" if j < num_blocks // 2 or j >= num_blocks - 3 else "ST" for j in range(num_blocks)]
 
 
-def budget_units(probs: np.ndarray, costs: np.ndarray, base_cost: float, budget: float,
-                 units=DESIGN_UNITS) -> list[str]:
+def budget_units(
+    probs: np.ndarray, costs: np.ndarray, base_cost: float, budget: float, units=DESIGN_UNITS
+) -> list[str]:
     """The design with the highest total log-probability whose MACs stay within ``budget``.
 
     ``costs[j, u]``: MACs block ``j`` costs with unit ``u`` (additive over blocks); ``base_cost``:
@@ -67,14 +72,19 @@ def budget_units(probs: np.ndarray, costs: np.ndarray, base_cost: float, budget:
     logp = np.log(np.clip(probs, 1e-12, None))
     cheapest = base_cost + costs.min(1).sum()
     if cheapest > budget * (1 + 1e-12):
-        raise ValueError(f"--flops-budget {budget / 1e9:.4g} G is below the cheapest design "
-                         f"({cheapest / 1e9:.4g} G MACs)")
+        raise ValueError(
+            f"--flops-budget {budget / 1e9:.4g} G is below the cheapest design ({cheapest / 1e9:.4g} G MACs)"
+        )
     limit = budget - base_cost + 1e-9 * max(abs(budget), 1.0)
     rest_min = np.concatenate([np.cumsum(costs.min(1)[::-1])[::-1][1:], [0.0]])  # cheapest completion
     states: list[tuple[float, float, tuple[int, ...]]] = [(0.0, 0.0, ())]
     for j in range(len(costs)):
-        grown = [(c + costs[j, u], lp + logp[j, u], ch + (u,)) for c, lp, ch in states
-                 for u in range(costs.shape[1]) if c + costs[j, u] + rest_min[j] <= limit]
+        grown = [
+            (c + costs[j, u], lp + logp[j, u], ch + (u,))
+            for c, lp, ch in states
+            for u in range(costs.shape[1])
+            if c + costs[j, u] + rest_min[j] <= limit
+        ]
         grown.sort(key=lambda t: (t[0], -t[1]))
         states = []
         for st in grown:  # keep a state only if it beats every cheaper one

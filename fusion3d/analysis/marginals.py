@@ -94,8 +94,9 @@ def marginals_table(drop_probs, slot_names: Sequence[str] | None = None) -> pd.D
     return df
 
 
-def depth_marginals(drop_probs, depth_probs, slot_names: Sequence[str] | None = None,
-                    convention: str = "sampling") -> pd.DataFrame:
+def depth_marginals(
+    drop_probs, depth_probs, slot_names: Sequence[str] | None = None, convention: str = "sampling"
+) -> pd.DataFrame:
     """Per-slot unit marginals with the depth gate folded in.
 
     ``drop_probs``: ``(n, 2)`` path drop probabilities, columns [S, T]; ``depth_probs``: ``(n,)`` depth
@@ -119,8 +120,9 @@ def depth_marginals(drop_probs, depth_probs, slot_names: Sequence[str] | None = 
     q = keep_probs(p, convention)
     qd = keep_probs(d, convention)
     paths = unit_marginals(q[:, 0], q[:, 1])
-    df = pd.DataFrame({"slot": names, "index": np.arange(n), "p_S": p[:, 0], "p_T": p[:, 1], "p_D": d,
-                       "P_kept": qd})
+    df = pd.DataFrame(
+        {"slot": names, "index": np.arange(n), "p_S": p[:, 0], "p_T": p[:, 1], "p_D": d, "P_kept": qd}
+    )
     for u in MARGINAL_UNITS:
         df[f"P_{u}"] = (1.0 - qd) + qd * paths[u] if u == "none" else qd * paths[u]
     stacked = np.stack([df[f"P_{u}"].to_numpy() for u in MARGINAL_UNITS], axis=1)
@@ -128,8 +130,14 @@ def depth_marginals(drop_probs, depth_probs, slot_names: Sequence[str] | None = 
     return df
 
 
-def plot_depth(depth_probs, slot_names: Sequence[str], path: str | Path, title: str | None = None,
-               redundant_runs: Sequence[Sequence[str]] = (), convention: str = "sampling") -> Path:
+def plot_depth(
+    depth_probs,
+    slot_names: Sequence[str],
+    path: str | Path,
+    title: str | None = None,
+    redundant_runs: Sequence[Sequence[str]] = (),
+    convention: str = "sampling",
+) -> Path:
     """The depth figure: P(slot kept) (``1 - p_D``, or ``1 - sqrt(p_D)`` under the paper convention)
     per slot as bars, in depth order, with a line at 0.5 (below it the most probable strategy drops the
     slot). ``redundant_runs``: groups of slot names (e.g. CKA's redundant runs) shaded behind the bars.
@@ -157,7 +165,10 @@ def plot_depth(depth_probs, slot_names: Sequence[str], path: str | Path, title: 
     colors = ["#4C72B0" if v >= 0.5 else "#C44E52" for v in qd]
     ax.bar(np.arange(n), qd, color=colors, zorder=2)
     ax.axhline(0.5, color="#555555", lw=0.8, ls="--", zorder=3)
-    handles += [Patch(color="#4C72B0", label="kept (P >= 0.5)"), Patch(color="#C44E52", label="dropped (P < 0.5)")]
+    handles += [
+        Patch(color="#4C72B0", label="kept (P >= 0.5)"),
+        Patch(color="#C44E52", label="dropped (P < 0.5)"),
+    ]
     ax.set_xticks(np.arange(n))
     ax.set_xticklabels(names, rotation=90, fontsize=8 if n <= 24 else 5)
     ax.set_xlim(-0.6, n - 0.4)
@@ -174,8 +185,12 @@ def drop_summary(drop_probs) -> dict:
     """Summary of a (slots, 2) drop-probability table (columns S, T): mean p of each path and the
     number of slots whose S path is dropped more often than its T path."""
     p = _as_array(drop_probs)
-    return {"p_s_mean": float(p[:, 0].mean()), "p_t_mean": float(p[:, 1].mean()),
-            "slots_p_s_gt_p_t": int((p[:, 0] > p[:, 1]).sum()), "slots": int(p.shape[0])}
+    return {
+        "p_s_mean": float(p[:, 0].mean()),
+        "p_t_mean": float(p[:, 1].mean()),
+        "slots_p_s_gt_p_t": int((p[:, 0] > p[:, 1]).sum()),
+        "slots": int(p.shape[0]),
+    }
 
 
 def drop_table(slot_names, drop_probs, depth_probs=None) -> str:
@@ -186,10 +201,14 @@ def drop_table(slot_names, drop_probs, depth_probs=None) -> str:
     width = max(len(n) for n in slot_names)
     lines = [f"{'slot':<{width}}  p_S    p_T    higher" + ("  p_D" if d is not None else "")]
     for i, (name, (ps, pt)) in enumerate(zip(slot_names, p.tolist())):
-        lines.append(f"{name:<{width}}  {ps:.3f}  {pt:.3f}  {'S' if ps > pt else ('T' if pt > ps else '=')}"
-                     + (f"       {d[i]:.3f}" if d is not None else ""))
+        lines.append(
+            f"{name:<{width}}  {ps:.3f}  {pt:.3f}  {'S' if ps > pt else ('T' if pt > ps else '=')}"
+            + (f"       {d[i]:.3f}" if d is not None else "")
+        )
     lines.append(f"S-path drop prob above T-path in {drop_summary(p)['slots_p_s_gt_p_t']} of {len(p)} slots")
     if d is not None:
-        lines.append(f"depth gate drop prob above 0.5 (slot none in the most probable strategy) in "
-                     f"{sum(v > 0.5 for v in d)} of {len(d)} slots")
+        lines.append(
+            f"depth gate drop prob above 0.5 (slot none in the most probable strategy) in "
+            f"{sum(v > 0.5 for v in d)} of {len(d)} slots"
+        )
     return "\n".join(lines)

@@ -60,10 +60,17 @@ def acc_vs_macs(df: pd.DataFrame, score: str, front: list[int], opt_id: str, pat
     for i, row in df.reset_index(drop=True).iterrows():
         if row["source"] in CANONICAL_SOURCES:
             ax.scatter([g[i]], [acc[i]], s=50, marker="s", color="#55A868", edgecolor="black", zorder=3)
-            ax.annotate(row["source"].replace("canonical_", "all-").replace("_", " "), (g[i], acc[i]),
-                        textcoords="offset points", xytext=(5, 4), fontsize=8)
+            ax.annotate(
+                row["source"].replace("canonical_", "all-").replace("_", " "),
+                (g[i], acc[i]),
+                textcoords="offset points",
+                xytext=(5, 4),
+                fontsize=8,
+            )
         if row["id"] == opt_id:
-            ax.scatter([g[i]], [acc[i]], s=140, marker="*", color="gold", edgecolor="black", zorder=4, label="Opt")
+            ax.scatter(
+                [g[i]], [acc[i]], s=140, marker="*", color="gold", edgecolor="black", zorder=4, label="Opt"
+            )
     ax.set_xlabel("GMACs per clip")
     ax.set_ylabel(f"selection top-1 (%) [{score}]")
     ax.set_title(f"{len(df)} strategies: accuracy vs cost", fontsize=10)
@@ -84,8 +91,12 @@ def acc_hist(df: pd.DataFrame, score: str, path: Path) -> None:
     if len(vals):
         bins = np.linspace(lo, hi, min(30, max(5, len(vals) // 3)) + 1)
         ax.hist(vals, bins=bins, color="#4C72B0", alpha=0.75, label=f"sampled ({len(vals)})")
-    marks = {"canonical_S": ("#1f77b4", "--"), "canonical_ST": ("#ff7f0e", "-."), "canonical_S+ST": ("#2ca02c", ":"),
-             "most_probable": ("#d62728", (0, (5, 1)))}
+    marks = {
+        "canonical_S": ("#1f77b4", "--"),
+        "canonical_ST": ("#ff7f0e", "-."),
+        "canonical_S+ST": ("#2ca02c", ":"),
+        "most_probable": ("#d62728", (0, (5, 1))),
+    }
     for source, (color, style) in marks.items():
         row = df[df["source"] == source]
         if len(row):

@@ -53,10 +53,30 @@ from fusion3d.utils import save_figure
 
 # The algebra lives in fusion3d.models.rf_graph; these names are re-exported for older imports.
 __all__ = [
-    "AXES", "RF", "RF_COLUMN_NAMES", "AxisRF", "Mark", "NoReceptiveField", "Op", "Par", "apply_axis", "compose",
-    "expected_temporal_rf", "head_rf", "merge_axis", "partial_correlation", "partial_spearman",
-    "plot_rf_vs_accuracy", "receptive_fields", "rf_columns", "rf_distribution", "rf_graph", "strategy_rf_columns",
-    "trace", "unit_probabilities", "with_rf_columns",
+    "AXES",
+    "RF",
+    "RF_COLUMN_NAMES",
+    "AxisRF",
+    "Mark",
+    "NoReceptiveField",
+    "Op",
+    "Par",
+    "apply_axis",
+    "compose",
+    "expected_temporal_rf",
+    "head_rf",
+    "merge_axis",
+    "partial_correlation",
+    "partial_spearman",
+    "plot_rf_vs_accuracy",
+    "receptive_fields",
+    "rf_columns",
+    "rf_distribution",
+    "rf_graph",
+    "strategy_rf_columns",
+    "trace",
+    "unit_probabilities",
+    "with_rf_columns",
 ]
 
 
@@ -79,9 +99,21 @@ def receptive_fields(model: Any, strategy: StrategySpec | None = None) -> pd.Dat
     positions, padded ones included (module docstring)."""
     rows = []
     for mark, rf in trace(rf_graph(model, strategy)):
-        rows.append({"slot": mark.name, "kind": mark.kind, "unit": mark.unit,
-                     "t_min": rf.t.r_min, "t_max": rf.t.r_max, "s_min": rf.h.r_min, "s_max": rf.h.r_max,
-                     "w_min": rf.w.r_min, "w_max": rf.w.r_max, "t_jump": rf.t.jump, "s_jump": rf.h.jump})
+        rows.append(
+            {
+                "slot": mark.name,
+                "kind": mark.kind,
+                "unit": mark.unit,
+                "t_min": rf.t.r_min,
+                "t_max": rf.t.r_max,
+                "s_min": rf.h.r_min,
+                "s_max": rf.h.r_max,
+                "w_min": rf.w.r_min,
+                "w_max": rf.w.r_max,
+                "t_jump": rf.t.jump,
+                "s_jump": rf.h.jump,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -132,11 +164,15 @@ def unit_probabilities(drop_probs: Any) -> np.ndarray:
     if p.ndim != 2 or p.shape[1] != 2:
         raise ValueError(f"drop probabilities must have shape (num_slots, 2), got {p.shape}")
     qs, qt = 1.0 - p[:, 0], 1.0 - p[:, 1]
-    return np.stack([(qs if ks else 1 - qs) * (qt if kt else 1 - qt) for ks, kt in (UNIT_TO_KEEP[u] for u in UNITS)],
-                    axis=1)
+    return np.stack(
+        [(qs if ks else 1 - qs) * (qt if kt else 1 - qt) for ks, kt in (UNIT_TO_KEEP[u] for u in UNITS)],
+        axis=1,
+    )
 
 
-def rf_distribution(model: Any, drop_probs: Any = None, axis: str = "t", stat: str = "max") -> dict[int, float]:
+def rf_distribution(
+    model: Any, drop_probs: Any = None, axis: str = "t", stat: str = "max"
+) -> dict[int, float]:
     """Exact distribution of the head's receptive field (``stat`` ``"max"`` or ``"min"`` along ``axis``)
     over strategies drawn with independent Bernoulli keeps (keep_prob = 1 - drop_prob per path;
     ``drop_probs`` (num_slots, 2) defaults to the model's learned ones).
@@ -180,12 +216,14 @@ def expected_temporal_rf(model: Any, drop_probs: Any = None) -> float:
 # ----------------------------------------------------------------------------- statistics and figure
 
 
-
-
-
-
-def plot_rf_vs_accuracy(df: pd.DataFrame, path: str | Path, score_column: str, rf_column: str = "rf_t_max",
-                        macs_column: str = "macs", seed: int = 0) -> dict[str, float]:
+def plot_rf_vs_accuracy(
+    df: pd.DataFrame,
+    path: str | Path,
+    score_column: str,
+    rf_column: str = "rf_t_max",
+    macs_column: str = "macs",
+    seed: int = 0,
+) -> dict[str, float]:
     """Scatter of the head's temporal receptive field against ``score_column``, coloured by GMACs;
     the title gives the Pearson r and the partial r controlling for MACs. Receptive fields are integers,
     so points get a small seeded horizontal jitter (+-0.15 frames; the statistics use the exact values).
@@ -196,18 +234,24 @@ def plot_rf_vs_accuracy(df: pd.DataFrame, path: str | Path, score_column: str, r
     x = d[rf_column].to_numpy(dtype=np.float64)
     y = d[score_column].to_numpy(dtype=np.float64)
     g = d[macs_column].to_numpy(dtype=np.float64) / 1e9
-    stats = {"n": int(len(d)), "pearson_r": partial_correlation(x, y),
-             "partial_r_macs": partial_correlation(x, y, g),
-             "spearman_rho": partial_correlation(x, y, method="spearman"),
-             "partial_spearman_macs": partial_correlation(x, y, g, method="spearman")}
+    stats = {
+        "n": int(len(d)),
+        "pearson_r": partial_correlation(x, y),
+        "partial_r_macs": partial_correlation(x, y, g),
+        "spearman_rho": partial_correlation(x, y, method="spearman"),
+        "partial_spearman_macs": partial_correlation(x, y, g, method="spearman"),
+    }
     jitter = np.random.default_rng(seed).uniform(-0.15, 0.15, len(x))
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     sc = ax.scatter(x + jitter, y, c=g, cmap="viridis", s=18, alpha=0.8)
     fig.colorbar(sc, ax=ax, label="GMACs per clip")
     ax.set_xlabel(f"temporal receptive field at the head ({rf_column}, frames)")
     ax.set_ylabel(score_column)
-    ax.set_title(f"{stats['n']} strategies: Pearson r = {stats['pearson_r']:.2f}, "
-                 f"partial r | MACs = {stats['partial_r_macs']:.2f}", fontsize=10)
+    ax.set_title(
+        f"{stats['n']} strategies: Pearson r = {stats['pearson_r']:.2f}, "
+        f"partial r | MACs = {stats['partial_r_macs']:.2f}",
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
     try:
         save_figure(fig, path)

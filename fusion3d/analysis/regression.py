@@ -90,8 +90,10 @@ class OLSEffects:
 
     def as_dict(self) -> dict[str, dict[str, float]]:
         """``{name: {"coef", "se", "low", "high"}}`` with plain floats (JSON-ready)."""
-        return {name: {"coef": float(c), "se": float(s), "low": float(lo), "high": float(hi)}
-                for name, c, s, lo, hi in zip(self.names, self.coef, self.se, self.low, self.high)}
+        return {
+            name: {"coef": float(c), "se": float(s), "low": float(lo), "high": float(hi)}
+            for name, c, s, lo, hi in zip(self.names, self.coef, self.se, self.low, self.high)
+        }
 
 
 def ols_effects(X: Any, y: ArrayLike, names: Sequence[str] | None = None, level: float = 0.95) -> OLSEffects:
@@ -138,5 +140,6 @@ def ols_effects(X: Any, y: ArrayLike, names: Sequence[str] | None = None, level:
     r_inv = np.linalg.inv(R)
     se = np.sqrt(s2 * np.sum(r_inv**2, axis=1))  # diag((A'A)^-1) = row norms of R^-1 squared
     t_crit = t_quantile((1 + level) / 2, dof)
-    return OLSEffects(("intercept", *names), coef, se, coef - t_crit * se, coef + t_crit * se, dof, t_crit,
-                      math.sqrt(s2), n)
+    return OLSEffects(
+        ("intercept", *names), coef, se, coef - t_crit * se, coef + t_crit * se, dof, t_crit, math.sqrt(s2), n
+    )

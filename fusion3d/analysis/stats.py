@@ -156,7 +156,9 @@ def pearson_r(x: ArrayLike, y: ArrayLike) -> float:
     return float(np.clip(_pearson(x, y), -1.0, 1.0))
 
 
-def partial_correlation(x: ArrayLike, y: ArrayLike, z: ArrayLike | None = None, method: str = "pearson") -> float:
+def partial_correlation(
+    x: ArrayLike, y: ArrayLike, z: ArrayLike | None = None, method: str = "pearson"
+) -> float:
     """Correlation of ``x`` and ``y`` after regressing ``z`` (n,) or (n, k) out of both, with an
     intercept (least squares): the Pearson correlation of the residuals. ``method="spearman"`` does the
     same on ranks (average ranks for ties; every column of ``z`` ranked too). ``z=None``: the plain
@@ -267,10 +269,12 @@ def _stat_permuted(stat: Stat, x: np.ndarray, y: np.ndarray, perms: np.ndarray) 
     if len(perms) == 0:
         return np.empty(0)
     step = _rows_per_block(perms.shape[1] ** 2)
-    return np.concatenate([
-        _stat_rows(stat, np.broadcast_to(x, (len(p), len(x))), y[p])
-        for p in (perms[a : a + step] for a in range(0, len(perms), step))
-    ])
+    return np.concatenate(
+        [
+            _stat_rows(stat, np.broadcast_to(x, (len(p), len(x))), y[p])
+            for p in (perms[a : a + step] for a in range(0, len(perms), step))
+        ]
+    )
 
 
 # ----------------------------------------------------------------------------- p-values
@@ -292,7 +296,9 @@ class PValue:
         return float(self.p)
 
 
-def permutation_p_value(stat: Stat, x: ArrayLike, y: ArrayLike, permutations: int = 10000, seed: int = 0) -> float:
+def permutation_p_value(
+    stat: Stat, x: ArrayLike, y: ArrayLike, permutations: int = 10000, seed: int = 0
+) -> float:
     """Two-sided p-value of ``stat(x, y)`` under independence: the share of seeded random
     permutations of ``y`` whose |stat| reaches the observed one (with the +1 correction):
     ``(hits + 1) / (permutations + 1)``, where a permutation hits when |stat| >= |observed| - 1e-12.
@@ -326,8 +332,9 @@ def exact_permutation_p_value(stat: Stat, x: ArrayLike, y: ArrayLike, *, max_n: 
     return hits / len(perms)
 
 
-def p_value(stat: Stat, x: ArrayLike, y: ArrayLike, permutations: int = 10000, seed: int = 0,
-            exact_max_n: int = 8) -> PValue:
+def p_value(
+    stat: Stat, x: ArrayLike, y: ArrayLike, permutations: int = 10000, seed: int = 0, exact_max_n: int = 8
+) -> PValue:
     """Two-sided permutation p-value, exact when ``n <= exact_max_n`` (all ``n!`` orders), else
     seeded Monte Carlo (``permutation_p_value``). The result says which."""
     n = len(_paired(x, y)[1])
@@ -391,8 +398,9 @@ def tau_critical_value(n: int, alpha: float = 0.05, exact_max_n: int = 10) -> fl
 # ----------------------------------------------------------------------------- bootstrap and bundle
 
 
-def bootstrap_ci(stat: Stat, x: ArrayLike, y: ArrayLike, n_boot: int = 2000, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    stat: Stat, x: ArrayLike, y: ArrayLike, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of ``stat`` over paired resamples: ``n_boot`` draws of ``n``
     indices with replacement from ``numpy.random.default_rng(seed)`` (one (n_boot, n) integer
     array), ``stat(x[idx], y[idx])`` for each, resamples where it is NaN skipped, then the
@@ -408,8 +416,9 @@ def bootstrap_ci(stat: Stat, x: ArrayLike, y: ArrayLike, n_boot: int = 2000, lev
         return float("nan"), float("nan")
     idx = np.random.default_rng(seed).integers(0, n, size=(int(n_boot), n))
     step = _rows_per_block(n * n)
-    vals = np.concatenate([_stat_rows(stat, xa[idx[a : a + step]], ya[idx[a : a + step]])
-                           for a in range(0, len(idx), step)])
+    vals = np.concatenate(
+        [_stat_rows(stat, xa[idx[a : a + step]], ya[idx[a : a + step]]) for a in range(0, len(idx), step)]
+    )
     vals = vals[np.isfinite(vals)]
     if len(vals) == 0:
         return float("nan"), float("nan")
@@ -417,8 +426,16 @@ def bootstrap_ci(stat: Stat, x: ArrayLike, y: ArrayLike, n_boot: int = 2000, lev
     return float(lo), float(hi)
 
 
-def agreement(x: ArrayLike, y: ArrayLike, permutations: int = 10000, seed: int = 0, n_boot: int = 2000,
-              level: float = 0.95, exact_max_n: int = 8, alpha: float = 0.05) -> dict:
+def agreement(
+    x: ArrayLike,
+    y: ArrayLike,
+    permutations: int = 10000,
+    seed: int = 0,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    exact_max_n: int = 8,
+    alpha: float = 0.05,
+) -> dict:
     """Kendall's tau-b and Spearman's rho of ``x`` (predictor) vs ``y`` (truth) with p-values and
     bootstrap intervals. Pairs with a NaN in either are dropped first; ``n`` counts those kept.
 
@@ -435,7 +452,13 @@ def agreement(x: ArrayLike, y: ArrayLike, permutations: int = 10000, seed: int =
     for name, stat in (("kendall_tau", kendall_tau_b), ("spearman_rho", spearman_rho)):
         pv = p_value(stat, xa, ya, permutations, seed, exact_max_n)
         lo, hi = bootstrap_ci(stat, xa, ya, n_boot, level, seed)
-        out[name] = {"value": float(stat(xa, ya)), "p": pv.p, "p_method": pv.method, "ci_low": lo, "ci_high": hi}
+        out[name] = {
+            "value": float(stat(xa, ya)),
+            "p": pv.p,
+            "p_method": pv.method,
+            "ci_low": lo,
+            "ci_high": hi,
+        }
     return out
 
 
@@ -478,8 +501,14 @@ def regret(pred: ArrayLike, truth: ArrayLike, truth_se: float | None = None) -> 
     r = float(t[best] - t[pick])
     if truth_se is not None and not truth_se > 0:
         raise ValueError(f"truth_se must be > 0, got {truth_se}")
-    return {"pick": pick, "best": best, "picked_truth": float(t[pick]), "best_truth": float(t[best]),
-            "regret": r, "regret_se": None if truth_se is None else r / float(truth_se)}
+    return {
+        "pick": pick,
+        "best": best,
+        "picked_truth": float(t[pick]),
+        "best_truth": float(t[best]),
+        "regret": r,
+        "regret_se": None if truth_se is None else r / float(truth_se),
+    }
 
 
 def pareto_front(flops: ArrayLike, acc: ArrayLike) -> list[int]:

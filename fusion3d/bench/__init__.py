@@ -30,7 +30,6 @@ class BenchSpec:
     seeds: list = field(default_factory=lambda: [0, 1])
 
 
-
 def data_id(dataset_root: str | Path) -> str | None:
     """12 hex digits identifying a synthetic dataset: a digest of the ``synth.json`` its generator
     wrote (the generator's version and every argument); None for a dataset without one."""
@@ -52,17 +51,23 @@ def load_spec(name: str | Path) -> BenchSpec:
     if not path.is_file():
         path = SPECS_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"no benchmark spec {str(name)!r}: not a file and not one of {', '.join(list_specs())}")
+        raise FileNotFoundError(
+            f"no benchmark spec {str(name)!r}: not a file and not one of {', '.join(list_specs())}"
+        )
     data = yaml.safe_load(path.read_text()) or {}
     unknown = set(data) - {"name", "description", "synth", "config", "design", "seeds"}
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
     if "synth" not in data:
         raise ValueError(f"{path}: a spec needs 'synth' (the arguments of fusion3d.data.synth.generate)")
-    return BenchSpec(name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
-                     synth=dict(data["synth"]), config=list(data.get("config", [])),
-                     design=dict(data.get("design", {"random": 31, "seed": 0})),
-                     seeds=[int(s) for s in data.get("seeds", [0, 1])])
+    return BenchSpec(
+        name=str(data.get("name", path.stem)),
+        description=str(data.get("description", "")),
+        synth=dict(data["synth"]),
+        config=list(data.get("config", [])),
+        design=dict(data.get("design", {"random": 31, "seed": 0})),
+        seeds=[int(s) for s in data.get("seeds", [0, 1])],
+    )
 
 
 def shipped_tables() -> list[str]:
@@ -77,8 +82,10 @@ def table_paths(name: str | Path) -> tuple[Path, Path]:
         return path, path.with_suffix(".json")
     csv = TABLES_DIR / f"{name}.csv"
     if not csv.is_file():
-        raise FileNotFoundError(f"no ground-truth table {str(name)!r}: not a CSV file and not one of "
-                                f"{', '.join(shipped_tables()) or '(none shipped)'}")
+        raise FileNotFoundError(
+            f"no ground-truth table {str(name)!r}: not a CSV file and not one of "
+            f"{', '.join(shipped_tables()) or '(none shipped)'}"
+        )
     return csv, csv.with_suffix(".json")
 
 

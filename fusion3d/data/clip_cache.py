@@ -27,7 +27,15 @@ from fusion3d.config import DataConfig
 from fusion3d.data.dataset import VIDEO_ERRORS, VideoTable, decode_views, make_loader
 from fusion3d.data.transforms import normalize, to_float_cthw
 
-GEOMETRY_KEYS = ("sampling", "clip_len", "frame_interval", "test_clips", "test_crops", "short_side", "crop_size")
+GEOMETRY_KEYS = (
+    "sampling",
+    "clip_len",
+    "frame_interval",
+    "test_clips",
+    "test_crops",
+    "short_side",
+    "crop_size",
+)
 
 
 def cache_key(table: VideoTable, cfg: DataConfig) -> str:
@@ -55,8 +63,9 @@ class _VideoViews(Dataset):
 
     def __getitem__(self, v: int):
         cfg = self.cfg
-        out = torch.zeros(cfg.test_clips * cfg.test_crops, cfg.clip_len, cfg.crop_size, cfg.crop_size, 3,
-                          dtype=torch.uint8)
+        out = torch.zeros(
+            cfg.test_clips * cfg.test_crops, cfg.clip_len, cfg.crop_size, cfg.crop_size, 3, dtype=torch.uint8
+        )
         try:
             for c in range(cfg.test_clips):
                 for r, x in enumerate(decode_views(self.table, cfg, v, c)):
@@ -114,8 +123,13 @@ def _open(folder: Path) -> ClipCache:
     return ClipCache(folder, clips, index)
 
 
-def build_clip_cache(table: VideoTable, cfg: DataConfig, cache_dir: str | Path | None = None,
-                     progress: bool = False, num_workers: int | None = None) -> ClipCache:
+def build_clip_cache(
+    table: VideoTable,
+    cfg: DataConfig,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+    num_workers: int | None = None,
+) -> ClipCache:
     """Open the cache for ``(table, cfg)``, building it first if it does not exist yet."""
     root = Path(cache_dir if cache_dir is not None else cfg.cache_dir) / "clips"
     folder = root / cache_key(table, cfg)
@@ -128,8 +142,14 @@ def build_clip_cache(table: VideoTable, cfg: DataConfig, cache_dir: str | Path |
     shape = (len(table) * per_video, cfg.clip_len, cfg.crop_size, cfg.crop_size, 3)
     clips = np.memmap(tmp / "clips.u8", dtype=np.uint8, mode="w+", shape=shape)
     rows = []
-    loader = make_loader(_VideoViews(table, cfg), batch_size=1, shuffle=False, seed=0,
-                         num_workers=cfg.num_workers if num_workers is None else num_workers, collate_fn=_first)
+    loader = make_loader(
+        _VideoViews(table, cfg),
+        batch_size=1,
+        shuffle=False,
+        seed=0,
+        num_workers=cfg.num_workers if num_workers is None else num_workers,
+        collate_fn=_first,
+    )
     it = loader
     if progress:
         from tqdm import tqdm
@@ -137,22 +157,36 @@ def build_clip_cache(table: VideoTable, cfg: DataConfig, cache_dir: str | Path |
         it = tqdm(loader, total=len(table), desc="caching evaluation clips", unit="video", leave=False)
     failures = []
     for v, views, ok, why in it:
-        clips[v * per_video:(v + 1) * per_video] = views.numpy()
+        clips[v * per_video : (v + 1) * per_video] = views.numpy()
         if not ok:
             failures.append(why)
         rec = table.records[v]
         for c in range(cfg.test_clips):
             for r in range(cfg.test_crops):
-                rows.append({"view": v * per_video + c * cfg.test_crops + r, "video": v, "clip": c, "crop": r,
-                             "label": rec.label, "valid": ok, "video_id": rec.video_id})
+                rows.append(
+                    {
+                        "view": v * per_video + c * cfg.test_crops + r,
+                        "video": v,
+                        "clip": c,
+                        "crop": r,
+                        "label": rec.label,
+                        "valid": ok,
+                        "video_id": rec.video_id,
+                    }
+                )
     clips.flush()
     del clips
     if len(failures) == len(table):
         shutil.rmtree(tmp, ignore_errors=True)
         raise RuntimeError(f"every evaluation video failed to decode ({table.source}); first: {failures[0]}")
     pd.DataFrame(rows).to_csv(tmp / "index.csv", index=False)
-    meta = {"shape": list(shape), "settings": {k: getattr(cfg, k) for k in GEOMETRY_KEYS},
-            "source": table.source, "videos": len(table), "failed_videos": failures}
+    meta = {
+        "shape": list(shape),
+        "settings": {k: getattr(cfg, k) for k in GEOMETRY_KEYS},
+        "source": table.source,
+        "videos": len(table),
+        "failed_videos": failures,
+    }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     try:
         os.replace(tmp, folder)

@@ -19,8 +19,14 @@ def clip_span(clip_len: int, interval: int) -> int:
     return (clip_len - 1) * interval + 1
 
 
-def dense_indices(num_frames: int, clip_len: int, interval: int, rng: np.random.Generator | None = None,
-                  view: int = 0, num_views: int = 1) -> np.ndarray:
+def dense_indices(
+    num_frames: int,
+    clip_len: int,
+    interval: int,
+    rng: np.random.Generator | None = None,
+    view: int = 0,
+    num_views: int = 1,
+) -> np.ndarray:
     """Frame indices of one dense clip.
 
     With ``rng`` the start is uniform over all valid starts (training). Without it, view ``view``
@@ -42,8 +48,13 @@ def dense_indices(num_frames: int, clip_len: int, interval: int, rng: np.random.
     return np.minimum(idx, num_frames - 1).astype(np.int64)
 
 
-def segment_indices(num_frames: int, num_segments: int, rng: np.random.Generator | None = None,
-                    view: int = 0, num_views: int = 1) -> np.ndarray:
+def segment_indices(
+    num_frames: int,
+    num_segments: int,
+    rng: np.random.Generator | None = None,
+    view: int = 0,
+    num_views: int = 1,
+) -> np.ndarray:
     """Frame indices of one TSN clip: one frame from each of ``num_segments`` equal segments.
 
     With ``rng`` a uniformly random frame per segment (training); otherwise the frame at relative
@@ -62,8 +73,15 @@ def segment_indices(num_frames: int, num_segments: int, rng: np.random.Generator
     return np.clip(idx, 0, num_frames - 1)
 
 
-def clip_indices(sampling: str, num_frames: int, clip_len: int, interval: int,
-                 rng: np.random.Generator | None = None, view: int = 0, num_views: int = 1) -> np.ndarray:
+def clip_indices(
+    sampling: str,
+    num_frames: int,
+    clip_len: int,
+    interval: int,
+    rng: np.random.Generator | None = None,
+    view: int = 0,
+    num_views: int = 1,
+) -> np.ndarray:
     """Dispatch on the sampler name ("dense" or "segment")."""
     if sampling == "dense":
         return dense_indices(num_frames, clip_len, interval, rng, view, num_views)

@@ -48,7 +48,9 @@ class VideoTable:
     excluded: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     missing: list[str] = field(default_factory=list)  # in the annotations, absent on disk
     source: str = ""
-    flip_pairs: list[tuple[int, int]] = field(default_factory=list)  # classes that become each other when mirrored
+    flip_pairs: list[tuple[int, int]] = field(
+        default_factory=list
+    )  # classes that become each other when mirrored
 
     def __len__(self) -> int:
         return len(self.records)
@@ -60,8 +62,15 @@ class VideoTable:
     def subset(self, positions) -> VideoTable:
         """A table with only the given record positions (order kept as given)."""
         pos = list(positions)
-        return VideoTable([self.records[i] for i in pos], [self.num_frames[i] for i in pos], self.classes,
-                          [], [], self.source, self.flip_pairs)
+        return VideoTable(
+            [self.records[i] for i in pos],
+            [self.num_frames[i] for i in pos],
+            self.classes,
+            [],
+            [],
+            self.source,
+            self.flip_pairs,
+        )
 
 
 def index_path(cfg: DataConfig) -> Path:
@@ -93,10 +102,13 @@ def load_table(cfg: DataConfig, subset: str, progress: bool = False) -> VideoTab
     index.save()
     if not records:
         reasons = "; ".join(f"{p}: {r}" for p, r in excluded[:3]) or "no entries"
-        raise DataError(f"no usable video in {source}: {len(parsed.missing)} missing, {len(excluded)} unreadable "
-                        f"or too short ({reasons})")
-    return VideoTable(records, frames, parsed.classes, excluded, list(parsed.missing), source,
-                      parsed.flip_swap_pairs())
+        raise DataError(
+            f"no usable video in {source}: {len(parsed.missing)} missing, {len(excluded)} unreadable "
+            f"or too short ({reasons})"
+        )
+    return VideoTable(
+        records, frames, parsed.classes, excluded, list(parsed.missing), source, parsed.flip_swap_pairs()
+    )
 
 
 def carve_selection(table: VideoTable, fraction: float, seed: int) -> tuple[VideoTable, VideoTable]:
@@ -134,7 +146,7 @@ def carve_selection(table: VideoTable, fraction: float, seed: int) -> tuple[Vide
             continue
         grouped += 1
         taken: list[int] = []
-        for g in rng.permutation(len(units)).tolist()[:len(units) - 1]:  # at least one group stays
+        for g in rng.permutation(len(units)).tolist()[: len(units) - 1]:  # at least one group stays
             if len(taken) >= k:
                 break
             taken.extend(units[g])
@@ -144,8 +156,9 @@ def carve_selection(table: VideoTable, fraction: float, seed: int) -> tuple[Vide
     fit_t, sel_t = table.subset(fit), table.subset(sel)
     how = ""
     if grouped or fallback:
-        how = f", whole groups in {grouped} classes" + (f", single videos in {fallback} one-group classes"
-                                                          if fallback else "")
+        how = f", whole groups in {grouped} classes" + (
+            f", single videos in {fallback} one-group classes" if fallback else ""
+        )
     fit_t.source = f"{table.source}, minus the selection split"
     sel_t.source = f"{table.source}, selection split ({fraction:.0%} per class, seed {seed}{how})"
     fit_t.excluded, fit_t.missing = table.excluded, table.missing
@@ -195,8 +208,10 @@ class TrainClips(Dataset):
                 failed.append(rec.path)
                 j = int(rng.integers(len(table)))
         else:
-            raise DataError(f"{self.max_retries + 1} videos in a row failed to decode in {table.source}, "
-                            f"last: {failed[-1]}; run `fusion3d data scan` to list the bad files")
+            raise DataError(
+                f"{self.max_retries + 1} videos in a row failed to decode in {table.source}, "
+                f"last: {failed[-1]}; run `fusion3d data scan` to list the bad files"
+            )
         x, flipped = train_geometry(frames, cfg.short_side, cfg.short_side_max, cfg.crop_size, cfg.flip, rng)
         label = rec.label
         if flipped and cfg.flip == "swap":
@@ -212,10 +227,18 @@ def view_list(num_videos: int, num_clips: int, num_crops: int) -> list[tuple[int
 
 def decode_views(table: VideoTable, cfg: DataConfig, video: int, clip: int) -> list[torch.Tensor]:
     """uint8 ``(T, S, S, 3)`` for every crop of one evaluation clip (the clip is decoded once)."""
-    idx = clip_indices(cfg.sampling, table.num_frames[video], cfg.clip_len, cfg.frame_interval,
-                       view=clip, num_views=cfg.test_clips)
+    idx = clip_indices(
+        cfg.sampling,
+        table.num_frames[video],
+        cfg.clip_len,
+        cfg.frame_interval,
+        view=clip,
+        num_views=cfg.test_clips,
+    )
     frames = read_frames(table.records[video].path, idx)
-    return [eval_geometry(frames, cfg.short_side, cfg.crop_size, cfg.test_crops, r) for r in range(cfg.test_crops)]
+    return [
+        eval_geometry(frames, cfg.short_side, cfg.crop_size, cfg.test_crops, r) for r in range(cfg.test_crops)
+    ]
 
 
 class EvalViews(Dataset):
@@ -237,8 +260,14 @@ class EvalViews(Dataset):
         except VIDEO_ERRORS:
             clip = torch.zeros(3, cfg.clip_len, cfg.crop_size, cfg.crop_size)
             valid, failed = False, self.table.records[v].path
-        return {"clip": clip, "label": self.table.records[v].label, "video": v, "view": k, "valid": valid,
-                "failed": failed}
+        return {
+            "clip": clip,
+            "label": self.table.records[v].label,
+            "video": v,
+            "view": k,
+            "valid": valid,
+            "failed": failed,
+        }
 
 
 def worker_init(worker_id: int) -> None:
@@ -248,13 +277,29 @@ def worker_init(worker_id: int) -> None:
     np.random.seed(s)
 
 
-def make_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int,
-                drop_last: bool = False, sampler=None, collate_fn=None) -> torch.utils.data.DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int,
+    shuffle: bool,
+    seed: int,
+    drop_last: bool = False,
+    sampler=None,
+    collate_fn=None,
+) -> torch.utils.data.DataLoader:
     """A DataLoader with seeded shuffling and seeded workers (one decode thread per worker)."""
     g = torch.Generator()
     g.manual_seed(seed)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False, sampler=sampler,
-        num_workers=num_workers, drop_last=drop_last, generator=g, worker_init_fn=worker_init,
-        persistent_workers=False, pin_memory=False, collate_fn=collate_fn,
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        generator=g,
+        worker_init_fn=worker_init,
+        persistent_workers=False,
+        pin_memory=False,
+        collate_fn=collate_fn,
     )

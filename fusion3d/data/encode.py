@@ -26,7 +26,9 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 12, crf: int = 
     path = Path(path)
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"write_video({path}): frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+        raise ValueError(
+            f"write_video({path}): frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}"
+        )
     codec, pix_fmt = _CODECS.get(path.suffix.lower(), ("libx264", "yuv420p"))
     path.parent.mkdir(parents=True, exist_ok=True)
     t, h, w, _ = frames.shape
@@ -40,7 +42,14 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 12, crf: int = 
         stream.gop_size = gop
         opts = {"crf": str(crf)}
         if codec == "libx264":
-            opts.update({"preset": "veryfast", "tune": "zerolatency", "threads": "1", "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"})
+            opts.update(
+                {
+                    "preset": "veryfast",
+                    "tune": "zerolatency",
+                    "threads": "1",
+                    "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
+                }
+            )
         else:
             opts.update({"deadline": "realtime", "cpu-used": "8", "b": "0", "row-mt": "0"})
         stream.options = opts

@@ -172,8 +172,14 @@ def parse_ucf101(root: PathLike, annotations: PathLike, subset: str, split: int 
         path = video_root / rel
         if path.is_file():
             group = re.search(r"_g(\d+)_c\d+", rel)
-            records.append(VideoRecord(str(path), label, _strip_suffix(rel),
-                                       group=f"{classes[label]}/g{group.group(1)}" if group else None))
+            records.append(
+                VideoRecord(
+                    str(path),
+                    label,
+                    _strip_suffix(rel),
+                    group=f"{classes[label]}/g{group.group(1)}" if group else None,
+                )
+            )
         else:
             missing.append(str(path))
     return ParsedDataset(records, classes, missing, "ucf101", subset, split, str(list_path))

@@ -161,11 +161,7 @@ def _scan(path: str, min_frames: int, full: bool) -> dict:
         if short_by > (_ESTIMATE_TOLERANCE if estimated else 0):
             why = f"; stopped on: {error}" if error else ""
             return _row(
-                path,
-                "truncated",
-                claim,
-                decodable,
-                f"only {decodable} of {claim} claimed frames decode{why}",
+                path, "truncated", claim, decodable, f"only {decodable} of {claim} claimed frames decode{why}"
             )
         if error:  # all claimed frames decoded, but the stream ends in an error
             return _row(path, "truncated", claim, decodable, f"decode error after frame {decodable}: {error}")

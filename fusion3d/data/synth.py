@@ -133,7 +133,18 @@ MOTION_PAIRS: tuple[tuple[str, str, str, float], ...] = (
 # Appearance classes: a shape with a solid fill, or a disc with a patterned fill.
 # Ordered so that the first few (the default 6, and the 3 groups of a default mixed set) are the
 # most distinct at 64x64: circle, square and triangle are the ones a tiny CNN confuses most.
-APPEARANCE_CLASSES = ("Circle", "Cross", "Ring", "Stripes", "Triangle", "Checker", "Square", "Star", "Crescent", "Frame")
+APPEARANCE_CLASSES = (
+    "Circle",
+    "Cross",
+    "Ring",
+    "Stripes",
+    "Triangle",
+    "Checker",
+    "Square",
+    "Star",
+    "Crescent",
+    "Frame",
+)
 
 # Scene parameters of the kinds described by a Scene (the shared object looks, sizes and travel
 # ranges are in synth_scene).
@@ -180,7 +191,9 @@ def _check_classes(kind: str, num_classes: int, name: str = "classes") -> None:
     _check_int(name, num_classes, 2)
     if kind != "appearance" and num_classes % 2:
         why = "shape groups x 2 directions" if kind == "mixed" else "time-reversed twin pairs"
-        raise ValueError(f"'{name}' must be even for kind={kind!r} (classes come in {why}), got {num_classes}")
+        raise ValueError(
+            f"'{name}' must be even for kind={kind!r} (classes come in {why}), got {num_classes}"
+        )
     top = max_classes(kind)
     if num_classes > top:
         raise ValueError(f"'{name}'={num_classes} is more than kind={kind!r} supports (maximum {top})")
@@ -253,7 +266,9 @@ def hflip_unpaired(kind: str, num_classes: int) -> list[str]:
 # Scene description
 
 
-def make_scene(kind: str, label: int, num_classes: int, frames: int, size: int, rng: np.random.Generator) -> Scene:
+def make_scene(
+    kind: str, label: int, num_classes: int, frames: int, size: int, rng: np.random.Generator
+) -> Scene:
     """Draw the parameters of one video of class ``label`` (the forward sequence and ``reverse``).
 
     The random draws come from four independent child streams of ``rng`` (motion, look,
@@ -277,7 +292,12 @@ def make_scene(kind: str, label: int, num_classes: int, frames: int, size: int, 
     elif kind == "appearance":
         family, param, shape_class, jitter = "random", 0.0, APPEARANCE_CLASSES[label], 0.0
     else:  # mixed: shape group x (down, up = the reversed down)
-        family, param, shape_class, jitter = "translate", 90.0, APPEARANCE_CLASSES[label // 2], _MIXED_JITTER_DEG
+        family, param, shape_class, jitter = (
+            "translate",
+            90.0,
+            APPEARANCE_CLASSES[label // 2],
+            _MIXED_JITTER_DEG,
+        )
     if family == "scroll":
         d = _direction(param + m.uniform(-jitter, jitter))
         bg_off = _ramp(frames)[:, None] * m.uniform(*_TRAVEL) * size * d[None, :]
@@ -296,9 +316,18 @@ def make_scene(kind: str, label: int, num_classes: int, frames: int, size: int, 
         objects.append(_sprite(shape_class, radius, pose, lk, bg1))
     noise_sigma = float(s["noise"].uniform(*_NOISE))
     noise_seed = int(s["noise"].integers(0, 2**63 - 1))
-    return Scene(size=size, objects=objects, bg_offsets=bg_off, bg_color1=bg1, bg_color2=bg2, bg_waves=waves,
-                 noise_sigma=noise_sigma, noise_seed=noise_seed, reverse=reverse,
-                 info={"kind": kind, "label": label})
+    return Scene(
+        size=size,
+        objects=objects,
+        bg_offsets=bg_off,
+        bg_color1=bg1,
+        bg_color2=bg2,
+        bg_waves=waves,
+        noise_sigma=noise_sigma,
+        noise_seed=noise_seed,
+        reverse=reverse,
+        info={"kind": kind, "label": label},
+    )
 
 
 def _check_video_args(kind: str, label: int, num_classes: int, frames: int, size: int) -> None:
@@ -314,8 +343,9 @@ def _check_video_args(kind: str, label: int, num_classes: int, frames: int, size
 # Rendering (the drawing itself is in synth_render)
 
 
-def render_video(kind: str, label: int, num_classes: int, frames: int, size: int,
-                 rng: np.random.Generator) -> np.ndarray:
+def render_video(
+    kind: str, label: int, num_classes: int, frames: int, size: int, rng: np.random.Generator
+) -> np.ndarray:
     """One video of class ``label``: (frames, size, size, 3) uint8 RGB.
 
     For the twins of kinds ``motion`` and ``mixed`` (labels 2p and 2p + 1) the same ``rng`` gives
@@ -362,7 +392,9 @@ def render_texture(label: int, frames: int, size: int, rng: np.random.Generator)
     amplitude = float(lk.uniform(*_TEXTURE_AMPLITUDE))
     texture = texture_carrier(label, frames, size, m)
     img = render_scene(scene)
-    img = 0.5 + (img - 0.5) * (1.0 - 2.0 * amplitude)  # room for the texture: clipping would leak it to coarse scales
+    img = 0.5 + (img - 0.5) * (
+        1.0 - 2.0 * amplitude
+    )  # room for the texture: clipping would leak it to coarse scales
     img += amplitude * texture[..., None]
     sigma = float(s["noise"].uniform(*_NOISE))
     img += np.random.default_rng(int(s["noise"].integers(0, 2**63 - 1))).normal(0.0, sigma, size=img.shape)
@@ -389,10 +421,19 @@ def render_order(label: int, frames: int, size: int, rng: np.random.Generator) -
     coords = np.arange(size, dtype=np.float64) + 0.5
     for start, angle in ((start_a, first), (start_b, second)):
         for center in _dot_pair(angle, size, m):
-            dot = Sprite(shape="circle", fill="solid", radius=radius, centers=np.repeat(center[None], _ORDER_SHOW, 0),
-                         angles=np.zeros(_ORDER_SHOW), scales=np.ones(_ORDER_SHOW), color1=color, color2=color,
-                         pattern_period=1.0, pattern_angle=0.0)
-            _draw(img[start:start + _ORDER_SHOW], dot, coords)
+            dot = Sprite(
+                shape="circle",
+                fill="solid",
+                radius=radius,
+                centers=np.repeat(center[None], _ORDER_SHOW, 0),
+                angles=np.zeros(_ORDER_SHOW),
+                scales=np.ones(_ORDER_SHOW),
+                color1=color,
+                color2=color,
+                pattern_period=1.0,
+                pattern_angle=0.0,
+            )
+            _draw(img[start : start + _ORDER_SHOW], dot, coords)
     sigma = float(s["noise"].uniform(*_NOISE))
     img += np.random.default_rng(int(s["noise"].integers(0, 2**63 - 1))).normal(0.0, sigma, size=img.shape)
     return np.clip(img, 0.0, 1.0, out=img)
@@ -436,7 +477,8 @@ def _job(args: tuple) -> str:
 
 def _params(kind, classes, videos_per_class, frames, size, seed, fps, test_per_class=None) -> dict:
     extra = {} if test_per_class is None else {"test_per_class": int(test_per_class)}  # absent: the old rule
-    return {**extra,
+    return {
+        **extra,
         "generator": "fusion3d.data.synth",
         "version": GENERATOR_VERSION,
         "kind": kind,
@@ -458,9 +500,19 @@ def _read_json(path: Path):
         return None
 
 
-def generate(out, kind: str = "motion", classes: int = 6, videos_per_class: int = 30, frames: int = 16,
-             size: int = 64, seed: int = 0, fps: int = 12, workers: int = 1, progress: bool = False,
-             test_per_class: int | None = None) -> Path:
+def generate(
+    out,
+    kind: str = "motion",
+    classes: int = 6,
+    videos_per_class: int = 30,
+    frames: int = 16,
+    size: int = 64,
+    seed: int = 0,
+    fps: int = 12,
+    workers: int = 1,
+    progress: bool = False,
+    test_per_class: int | None = None,
+) -> Path:
     """Write a synthetic dataset in the UCF101 layout under ``out`` and return ``out`` as a Path.
 
     Layout: ``out/<ClassName>/v_<ClassName>_g<GG>_c<CC>.mp4`` (4 clips per group, like UCF101's
@@ -484,8 +536,10 @@ def generate(out, kind: str = "motion", classes: int = 6, videos_per_class: int 
     if test_per_class is not None:
         _check_int("test_per_class", test_per_class, 1)
         if test_per_class >= videos_per_class:
-            raise ValueError(f"'test_per_class' must be < videos_per_class={videos_per_class} (at least one "
-                             f"video per class for training), got {test_per_class}")
+            raise ValueError(
+                f"'test_per_class' must be < videos_per_class={videos_per_class} (at least one "
+                f"video per class for training), got {test_per_class}"
+            )
     if kind == "order":
         order_schedule(frames, np.random.default_rng(0))  # enough frames for the event
     out = Path(out)
@@ -495,15 +549,21 @@ def generate(out, kind: str = "motion", classes: int = 6, videos_per_class: int 
     list_files = [lists / "classInd.txt", lists / "trainlist01.txt", lists / "testlist01.txt"]
     rel = [[f"{name}/{_file_name(name, i)}" for i in range(videos_per_class)] for name in names]
     meta = out / "synth.json"
-    if _read_json(meta) == params and all(p.exists() for p in list_files) and all(
-            (out / r).exists() for rs in rel for r in rs):
+    if (
+        _read_json(meta) == params
+        and all(p.exists() for p in list_files)
+        and all((out / r).exists() for rs in rel for r in rs)
+    ):
         return out
 
     out.mkdir(parents=True, exist_ok=True)
     if meta.exists():  # an interrupted regeneration must not look up to date
         meta.unlink()
-    jobs = [(kind, label, classes, i, frames, size, seed, fps, str(out / rel[label][i]))
-            for label in range(classes) for i in range(videos_per_class)]
+    jobs = [
+        (kind, label, classes, i, frames, size, seed, fps, str(out / rel[label][i]))
+        for label in range(classes)
+        for i in range(videos_per_class)
+    ]
     bar = None
     if progress:
         from tqdm import tqdm

@@ -45,8 +45,16 @@ def _plain_scene(size: int, frames: int, b: np.random.Generator, contrast: float
     bg1, bg2, waves = wave_background(b, (0.3, 0.7), contrast)
     step = drift * _direction(b.uniform(0.0, 360.0))
     offsets = np.arange(frames)[:, None] * step[None, :]
-    return Scene(size=size, objects=[], bg_offsets=offsets, bg_color1=bg1, bg_color2=bg2, bg_waves=waves,
-                 noise_sigma=0.0, noise_seed=0)
+    return Scene(
+        size=size,
+        objects=[],
+        bg_offsets=offsets,
+        bg_color1=bg1,
+        bg_color2=bg2,
+        bg_waves=waves,
+        noise_sigma=0.0,
+        noise_seed=0,
+    )
 
 
 def texture_carrier(label: int, frames: int, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -87,8 +87,15 @@ def _place(offsets: np.ndarray, extent: np.ndarray, size: int, rng: np.random.Ge
     return offsets + shift
 
 
-def _pose(family: str, param: float, frames: int, size: int, radius: float, rng: np.random.Generator,
-          jitter: float = _JITTER_DEG):
+def _pose(
+    family: str,
+    param: float,
+    frames: int,
+    size: int,
+    radius: float,
+    rng: np.random.Generator,
+    jitter: float = _JITTER_DEG,
+):
     """Forward per-frame (centres, angles, scales) of one object under a motion family."""
     t = _ramp(frames)
     theta0 = rng.uniform(0.0, 2 * math.pi)
@@ -125,9 +132,18 @@ def _sprite(shape_class: str | None, radius: float, pose, rng: np.random.Generat
     color1 = _contrasting(rng, bg, _MIN_CONTRAST, 0.4)
     color2 = _contrasting(rng, color1, 0.3, 0.45)
     centers, angles, scales = pose
-    return Sprite(shape=shape, fill=fill, radius=radius, centers=centers, angles=angles, scales=scales,
-                  color1=color1, color2=color2, pattern_period=float(rng.uniform(0.5, 0.75)),
-                  pattern_angle=float(rng.uniform(0.0, math.pi)))
+    return Sprite(
+        shape=shape,
+        fill=fill,
+        radius=radius,
+        centers=centers,
+        angles=angles,
+        scales=scales,
+        color1=color1,
+        color2=color2,
+        pattern_period=float(rng.uniform(0.5, 0.75)),
+        pattern_angle=float(rng.uniform(0.0, math.pi)),
+    )
 
 
 def wave_background(b: np.random.Generator, base: tuple[float, float], contrast: float):
@@ -138,6 +154,13 @@ def wave_background(b: np.random.Generator, base: tuple[float, float], contrast:
     n_waves = 3
     wavelengths = b.uniform(8.0, 24.0, size=n_waves)
     wave_angles = b.uniform(0.0, 2 * math.pi, size=n_waves)
-    waves = np.stack([np.cos(wave_angles) / wavelengths, np.sin(wave_angles) / wavelengths,
-                      b.uniform(0.0, 2 * math.pi, size=n_waves), b.uniform(0.5, 1.0, size=n_waves)], axis=1)
+    waves = np.stack(
+        [
+            np.cos(wave_angles) / wavelengths,
+            np.sin(wave_angles) / wavelengths,
+            b.uniform(0.0, 2 * math.pi, size=n_waves),
+            b.uniform(0.5, 1.0, size=n_waves),
+        ],
+        axis=1,
+    )
     return bg1, bg2, waves

@@ -27,7 +27,7 @@ def resize_short_side(frames: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def crop(frames: torch.Tensor, top: int, left: int, size: int) -> torch.Tensor:
-    return frames[:, top:top + size, left:left + size, :]
+    return frames[:, top : top + size, left : left + size, :]
 
 
 def random_crop(frames: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
@@ -83,8 +83,14 @@ def swap_label(label: int, pairs) -> int:
     return label
 
 
-def train_geometry(frames: np.ndarray, short_side: int, short_side_max: int, crop_size: int,
-                   flip: str, rng: np.random.Generator) -> tuple[torch.Tensor, bool]:
+def train_geometry(
+    frames: np.ndarray,
+    short_side: int,
+    short_side_max: int,
+    crop_size: int,
+    flip: str,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, bool]:
     """Training geometry on uint8 frames: jittered short-side resize, random crop, random flip.
 
     Returns the uint8 ``(T, crop, crop, 3)`` clip and whether it was flipped.
@@ -99,7 +105,9 @@ def train_geometry(frames: np.ndarray, short_side: int, short_side_max: int, cro
     return x, flipped
 
 
-def eval_geometry(frames: np.ndarray, short_side: int, crop_size: int, num_crops: int, crop_idx: int) -> torch.Tensor:
+def eval_geometry(
+    frames: np.ndarray, short_side: int, crop_size: int, num_crops: int, crop_idx: int
+) -> torch.Tensor:
     """Evaluation geometry: short-side resize, then the centre crop or one of three crops."""
     x = resize_short_side(torch.from_numpy(np.ascontiguousarray(frames)), short_side)
     return center_crop(x, crop_size) if num_crops == 1 else three_crop(x, crop_size, crop_idx)

@@ -45,7 +45,9 @@ class _Moments:
         if nb == 0:
             return
         dims = [0, *range(2, x.dim())]
-        var, mean = torch.var_mean(x, dim=dims, correction=0)  # the batch's own statistics, as BN computes them
+        var, mean = torch.var_mean(
+            x, dim=dims, correction=0
+        )  # the batch's own statistics, as BN computes them
         mb, m2b = mean.to(torch.float64), var.to(torch.float64) * nb
         self.batches += 1
         if self.mean is None:
@@ -73,8 +75,9 @@ def batch_input(batch) -> torch.Tensor:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, loader, device: torch.device | str | None = None,
-                   max_batches: int | None = None) -> dict:
+def recalibrate_bn(
+    model: nn.Module, loader, device: torch.device | str | None = None, max_batches: int | None = None
+) -> dict:
     """Re-estimate every BatchNorm layer's running statistics on the clips ``loader`` yields.
 
     ``loader`` yields dicts with a ``"clip"`` tensor (the evaluation datasets of this package),
@@ -87,10 +90,20 @@ def recalibrate_bn(model: nn.Module, loader, device: torch.device | str | None =
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     layers = batchnorm_layers(model)
-    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(),
-              m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in layers]
+    saved = [
+        (
+            m.momentum,
+            m.running_mean.clone(),
+            m.running_var.clone(),
+            m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None,
+        )
+        for m in layers
+    ]
     moments = [_Moments() for _ in layers]
-    handles = [m.register_forward_pre_hook(lambda _m, args, acc=acc: acc.add(args[0])) for m, acc in zip(layers, moments)]
+    handles = [
+        m.register_forward_pre_hook(lambda _m, args, acc=acc: acc.add(args[0]))
+        for m, acc in zip(layers, moments)
+    ]
     for m in layers:
         m.reset_running_stats()
         m.momentum = None

@@ -22,7 +22,9 @@ class Scores:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, loader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def predict(
+    model: torch.nn.Module, loader, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Softmax probabilities, labels and video ids of every view the loader yields (model in eval mode)."""
     was_training = model.training
     model.eval()
@@ -46,11 +48,17 @@ def video_scores(probs: torch.Tensor, labels: torch.Tensor, videos: torch.Tensor
     k = min(5, probs.shape[1])
     topk = summed.topk(k, dim=1).indices
     hit = topk == vid_labels[:, None]
-    return Scores(top1=100.0 * hit[:, 0].double().mean().item(), top5=100.0 * hit.any(1).double().mean().item(),
-                  videos=len(uniq), views=len(videos))
+    return Scores(
+        top1=100.0 * hit[:, 0].double().mean().item(),
+        top5=100.0 * hit.any(1).double().mean().item(),
+        videos=len(uniq),
+        views=len(videos),
+    )
 
 
-def posterior_predictive(model, loader, device, num_strategies: int, generator: torch.Generator) -> tuple[Scores, np.ndarray]:
+def posterior_predictive(
+    model, loader, device, num_strategies: int, generator: torch.Generator
+) -> tuple[Scores, np.ndarray]:
     """Softmax averaged over ``num_strategies`` hard-sampled strategies (template in hard mode).
 
     Returns the scores of the averaged prediction and each strategy's own top-1 (percent).

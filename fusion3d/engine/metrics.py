@@ -18,7 +18,9 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise RuntimeError("train.tensorboard=true needs the tensorboard package (pip install tensorboard)") from None
+                raise RuntimeError(
+                    "train.tensorboard=true needs the tensorboard package (pip install tensorboard)"
+                ) from None
             self.tb = SummaryWriter(str(tensorboard_dir))
 
     def write(self, record: dict) -> None:
@@ -36,5 +38,9 @@ class MetricsLog:
         """On resume, drop records written after the checkpoint (they will be written again)."""
         if not (self.enabled and self.path.is_file()):
             return
-        keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        keep = [
+            ln
+            for ln in self.path.read_text().splitlines()
+            if ln.strip() and json.loads(ln).get("step", 0) <= step
+        ]
         atomic_write_bytes(self.path, ("\n".join(keep) + "\n" if keep else "").encode())

@@ -29,9 +29,16 @@ class StrategyScorer:
     to score strategies. ``measurement`` describes what a score means (rows measured differently
     must not be mixed). Call ``restore()`` when done: it puts the template's statistics back."""
 
-    def __init__(self, run_dir: str | Path, recalibrate: bool = True, recal_clips: int | None = None,
-                 batch_size: int | None = None, device: str | None = None, progress: bool = False,
-                 sharded: bool = False):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        recalibrate: bool = True,
+        recal_clips: int | None = None,
+        batch_size: int | None = None,
+        device: str | None = None,
+        progress: bool = False,
+        sharded: bool = False,
+    ):
         self.state, self.cfg, self.model = load_run(run_dir)
         cfg, d_cfg = self.cfg, self.cfg.data
         if cfg.run.threads > 0:
@@ -45,17 +52,29 @@ class StrategyScorer:
         # data: the selection split (scored) and the fixed recalibration clips
         fit, sel_cache = selection_cache(cfg, run_dir, progress)
         n_videos = int(sel_cache.index.loc[sel_cache.index["valid"], "video"].nunique())
-        self.views = (f"selection split, {d_cfg.test_clips} clip x {d_cfg.test_crops} crop per video, per-video top-1, "
-                      f"{n_videos} videos")
+        self.views = (
+            f"selection split, {d_cfg.test_clips} clip x {d_cfg.test_crops} crop per video, per-video top-1, "
+            f"{n_videos} videos"
+        )
         self.eval_batch_size = batch_size or max(2 * cfg.train.batch_size, 16)
-        self.selection = make_loader(sel_cache.dataset(d_cfg.mean, d_cfg.std), batch_size=self.eval_batch_size,
-                                     num_workers=0, shuffle=False, seed=cfg.run.seed)
+        self.selection = make_loader(
+            sel_cache.dataset(d_cfg.mean, d_cfg.std),
+            batch_size=self.eval_batch_size,
+            num_workers=0,
+            shuffle=False,
+            seed=cfg.run.seed,
+        )
         self.recal, recal_videos = recal_loader(cfg, fit, recal_clips, progress) if recalibrate else (None, 0)
         self.input_shape = (self.model.in_channels, d_cfg.clip_len, d_cfg.crop_size, d_cfg.crop_size)
-        self.measurement = {"weights_sha1": state_digest(self.state["model"]), "recalibrate": bool(recalibrate),
-                            "recal_videos": recal_videos,
-                            "recal_batch_size": cfg.train.batch_size if recalibrate else 0,
-                            "selection_videos": n_videos, "views": self.views, "input_shape": list(self.input_shape)}
+        self.measurement = {
+            "weights_sha1": state_digest(self.state["model"]),
+            "recalibrate": bool(recalibrate),
+            "recal_videos": recal_videos,
+            "recal_batch_size": cfg.train.batch_size if recalibrate else 0,
+            "selection_videos": n_videos,
+            "views": self.views,
+            "input_shape": list(self.input_shape),
+        }
         self.template_bn = bn_state(self.model)
 
     def _scores(self):
@@ -75,12 +94,24 @@ class StrategyScorer:
             after = self._scores()
             top1_after, top5_after = after.top1, after.top5
         counts = strategy.counts()
-        return {"strategy": str(strategy), "id": strategy.id, "source": source,
-                "top1_before": before.top1, "top5_before": before.top5,
-                "top1_after": top1_after, "top5_after": top5_after,
-                "macs": count_macs(model, self.input_shape, strategy), "params": count_params(model, strategy),
-                "n_S": counts["S"], "n_ST": counts["ST"], "n_S+ST": counts["S+ST"], "n_none": counts["none"],
-                "views": self.views, "seconds": round(time.perf_counter() - t0, 4), **rf_columns(model, strategy)}
+        return {
+            "strategy": str(strategy),
+            "id": strategy.id,
+            "source": source,
+            "top1_before": before.top1,
+            "top5_before": before.top5,
+            "top1_after": top1_after,
+            "top5_after": top5_after,
+            "macs": count_macs(model, self.input_shape, strategy),
+            "params": count_params(model, strategy),
+            "n_S": counts["S"],
+            "n_ST": counts["ST"],
+            "n_S+ST": counts["S+ST"],
+            "n_none": counts["none"],
+            "views": self.views,
+            "seconds": round(time.perf_counter() - t0, 4),
+            **rf_columns(model, strategy),
+        }
 
     def restore(self) -> None:
         """The template as loaded: its BatchNorm statistics, no strategy applied."""

@@ -36,8 +36,13 @@ def run_retrain(run_dir: str | Path, spec: str, overrides: list[str] = ()) -> di
     strategy = resolve_strategy(value, model.num_slots)
     d = cfg.data
     row = {
-        "label": label, "model": cfg.model.name, "strategy": str(strategy), "id": strategy.id, "top1": summary.get("val_top1"),
-        "top5": summary.get("val_top5"), "epochs": summary["epochs_done"],
+        "label": label,
+        "model": cfg.model.name,
+        "strategy": str(strategy),
+        "id": strategy.id,
+        "top1": summary.get("val_top1"),
+        "top5": summary.get("val_top5"),
+        "epochs": summary["epochs_done"],
         "macs": count_macs(model, (3, d.clip_len, d.crop_size, d.crop_size), strategy),
         "params": count_params(model, strategy),
         "measured_on": f"{d.eval_subset} subset, {d.test_clips} clip(s) x {d.test_crops} crop(s), per-video top-1",

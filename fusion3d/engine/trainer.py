@@ -100,14 +100,20 @@ def _restore_config(cfg: Config, ckpt_path: Path) -> tuple[Config, dict]:
 
 def _record_splits(run: RunDir, train_table, selection_table, resuming: bool, is_main: bool) -> None:
     """Write ``splits.json``; a resumed run must keep training on the videos it started with."""
-    splits = {"fit": [r.path for r in train_table.records], "selection": [r.path for r in selection_table.records],
-              "selection_source": selection_table.source, "classes": list(train_table.classes)}
+    splits = {
+        "fit": [r.path for r in train_table.records],
+        "selection": [r.path for r in selection_table.records],
+        "selection_source": selection_table.source,
+        "classes": list(train_table.classes),
+    }
     if resuming and run.splits.is_file():
         recorded = json.loads(run.splits.read_text())
         if [recorded.get("fit"), recorded.get("selection")] != [splits["fit"], splits["selection"]]:
-            raise RuntimeError(f"cannot resume in {run.path}: the fit / selection split rebuilt from the config differs "
-                               f"from {run.splits} (the dataset or the split rule changed since that run); start a "
-                               "new run directory (run.out) or move this one away")
+            raise RuntimeError(
+                f"cannot resume in {run.path}: the fit / selection split rebuilt from the config differs "
+                f"from {run.splits} (the dataset or the split rule changed since that run); start a "
+                "new run directory (run.out) or move this one away"
+            )
     if is_main:
         atomic_write_bytes(run.splits, json.dumps(splits, indent=1).encode())
 
@@ -137,10 +143,17 @@ def _validation_set(d_cfg, t_cfg, seed: int) -> _Validation:
     """The clip cache of ``data.eval_subset`` (built once) and what it measures."""
     table = load_table(d_cfg, d_cfg.eval_subset, progress=True)
     cache = build_clip_cache(table, d_cfg, progress=True)
-    loader = make_loader(cache.dataset(d_cfg.mean, d_cfg.std), batch_size=max(2 * t_cfg.batch_size, 16),
-                         num_workers=0, shuffle=False, seed=seed)
-    views = (f"{d_cfg.eval_subset} subset, {d_cfg.test_clips} clip(s) x {d_cfg.test_crops} crop(s) per video, "
-             f"per-video accuracy, {cache.index['video'].nunique() - cache.num_excluded_videos} videos")
+    loader = make_loader(
+        cache.dataset(d_cfg.mean, d_cfg.std),
+        batch_size=max(2 * t_cfg.batch_size, 16),
+        num_workers=0,
+        shuffle=False,
+        seed=seed,
+    )
+    views = (
+        f"{d_cfg.eval_subset} subset, {d_cfg.test_clips} clip(s) x {d_cfg.test_crops} crop(s) per video, "
+        f"per-video accuracy, {cache.index['video'].nunique() - cache.num_excluded_videos} videos"
+    )
     return _Validation(loader, views, cache.num_excluded_videos + len(table.excluded) + len(table.missing))
 
 
@@ -149,13 +162,21 @@ def _validate(model, loader, device, phase: str, num_strategies: int, seed: int,
     if phase in ("warmup", "fixed"):
         probs, labels, videos = predict(model, loader, device)
         s = video_scores(probs, labels, videos)
-        what = "template, every path on" if phase == "warmup" else f"strategy {model.current_strategy()} trained alone"
+        what = (
+            "template, every path on"
+            if phase == "warmup"
+            else f"strategy {model.current_strategy()} trained alone"
+        )
         return {"val_top1": s.top1, "val_top5": s.top5, "val_measure": what}
     g = torch.Generator().manual_seed(seed * 7919 + epoch)
     s, single = posterior_predictive(model, loader, device, num_strategies, g)
-    return {"val_top1": s.top1, "val_top5": s.top5, "val_single_mean": float(single.mean()),
-            "val_single_max": float(single.max()),
-            "val_measure": f"posterior predictive: softmax averaged over {num_strategies} hard-sampled strategies"}
+    return {
+        "val_top1": s.top1,
+        "val_top5": s.top5,
+        "val_single_mean": float(single.mean()),
+        "val_single_max": float(single.max()),
+        "val_measure": f"posterior predictive: softmax averaged over {num_strategies} hard-sampled strategies",
+    }
 
 
 # ----------------------------------------------------------------------------- one epoch
@@ -187,7 +208,9 @@ def _count_failed(batch, loop: _Loop, is_main: bool) -> int:
         for path in filter(None, f.split("\n")):
             n += 1
             if path not in loop.failed_seen and is_main:
-                print(f"warning: skipped unreadable video {path} (replaced by another sample)", file=sys.stderr)
+                print(
+                    f"warning: skipped unreadable video {path} (replaced by another sample)", file=sys.stderr
+                )
             loop.failed_seen.add(path)
     return n
 
@@ -199,70 +222,126 @@ def _train_epoch(ctx: dict, epoch: int, phase: str, e_in_phase: int, phase_epoch
     ctx["train_ds"].set_epoch(epoch)
     if ctx["sampler"] is not None:
         ctx["sampler"].set_epoch(epoch)
-    loader = make_loader(ctx["train_ds"], t_cfg.batch_size, ctx["d_cfg"].num_workers, shuffle=True,
-                         seed=ctx["seed"] * 1000 + epoch, drop_last=True, sampler=ctx["sampler"])
+    loader = make_loader(
+        ctx["train_ds"],
+        t_cfg.batch_size,
+        ctx["d_cfg"].num_workers,
+        shuffle=True,
+        seed=ctx["seed"] * 1000 + epoch,
+        drop_last=True,
+        sampler=ctx["sampler"],
+    )
     net.train()
     it = iter(loader)
     bar = None
     if ctx["show_bar"]:
         from tqdm import tqdm
 
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{ctx['total_epochs']} [{phase}]", unit="step", leave=False)
-    sums = {"loss": 0.0, "ce": 0.0, "reg": 0.0, "correct": 0, "seen": 0, "data_time": 0.0, "step_time": 0.0,
-            "failed": 0}
+        bar = tqdm(
+            total=steps, desc=f"epoch {epoch + 1}/{ctx['total_epochs']} [{phase}]", unit="step", leave=False
+        )
+    sums = {
+        "loss": 0.0,
+        "ce": 0.0,
+        "reg": 0.0,
+        "correct": 0,
+        "seen": 0,
+        "data_time": 0.0,
+        "step_time": 0.0,
+        "failed": 0,
+    }
     for b in range(steps):
         t0 = time.perf_counter()
         batch = next(it)
         t1 = time.perf_counter()
         sums["failed"] += _count_failed(batch, loop, ctx["is_main"])
-        loop.factor = lr_factor(t_cfg.schedule, e_in_phase + b / steps, phase_epochs, t_cfg.milestones, t_cfg.gamma)
+        loop.factor = lr_factor(
+            t_cfg.schedule, e_in_phase + b / steps, phase_epochs, t_cfg.milestones, t_cfg.gamma
+        )
         for g, base in zip(optimizer.param_groups, ctx["base_lrs"]):
             g["lr"] = base * loop.factor
         x = batch["clip"].to(device, non_blocking=True)
         y = torch.as_tensor(batch["label"]).to(device)
         out = net(x)
         ce = F.cross_entropy(out, y)
-        reg = (template_regularizer(model, t_cfg.k, ctx["n_train"], t_cfg.reg_form) if phase == "vdroppath"
-               else ce.new_zeros(()))
+        reg = (
+            template_regularizer(model, t_cfg.k, ctx["n_train"], t_cfg.reg_form)
+            if phase == "vdroppath"
+            else ce.new_zeros(())
+        )
         loss = ce + reg
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if phase != "vdroppath":
-            for p in ctx["logits"]:  # gates off or fixed: the logits must not move (momentum would carry stale grads)
+            for p in ctx[
+                "logits"
+            ]:  # gates off or fixed: the logits must not move (momentum would carry stale grads)
                 p.grad = None
         if t_cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(ctx["weights"], t_cfg.grad_clip)
         optimizer.step()
         loop.step += 1
         t2 = time.perf_counter()
-        for k, v in (("loss", loss.item()), ("ce", ce.item()), ("reg", reg.item()), ("data_time", t1 - t0),
-                     ("step_time", t2 - t1), ("correct", int((out.argmax(1) == y).sum())), ("seen", len(y))):
+        for k, v in (
+            ("loss", loss.item()),
+            ("ce", ce.item()),
+            ("reg", reg.item()),
+            ("data_time", t1 - t0),
+            ("step_time", t2 - t1),
+            ("correct", int((out.argmax(1) == y).sum())),
+            ("seen", len(y)),
+        ):
             sums[k] += v
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if ctx["is_main"] and loop.step % t_cfg.log_every == 0:
-            log.write({"kind": "step", "step": loop.step, "epoch": epoch + (b + 1) / steps, "phase": phase,
-                       "loss": loss.item(), "ce": ce.item(), "reg": reg.item(), "lr": optimizer.param_groups[0]["lr"],
-                       "data_time": t1 - t0, "step_time": t2 - t1, **drop_summary(model.drop_probs())})
+            log.write(
+                {
+                    "kind": "step",
+                    "step": loop.step,
+                    "epoch": epoch + (b + 1) / steps,
+                    "phase": phase,
+                    "loss": loss.item(),
+                    "ce": ce.item(),
+                    "reg": reg.item(),
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "data_time": t1 - t0,
+                    "step_time": t2 - t1,
+                    **drop_summary(model.drop_probs()),
+                }
+            )
     if bar is not None:
         bar.close()
     return sums
 
 
 def _epoch_record(model, optimizer, sums: dict, steps: int, loop: _Loop, epoch: int, phase: str) -> dict:
-    return {"kind": "epoch", "step": loop.step, "epoch": epoch + 1, "phase": phase,
-            "loss": sums["loss"] / steps, "ce": sums["ce"] / steps,
-            "reg": sums["reg"] / steps, "train_acc": 100.0 * sums["correct"] / max(1, sums["seen"]),
-            "lr": optimizer.param_groups[0]["lr"], "data_time": sums["data_time"], "step_time": sums["step_time"],
-            "failed_videos": sums["failed"], "failed_videos_total": len(loop.failed_seen),
-            "drop_probs": model.drop_probs().detach().cpu().tolist(), **drop_summary(model.drop_probs()),
-            **_depth_record(model)}
+    return {
+        "kind": "epoch",
+        "step": loop.step,
+        "epoch": epoch + 1,
+        "phase": phase,
+        "loss": sums["loss"] / steps,
+        "ce": sums["ce"] / steps,
+        "reg": sums["reg"] / steps,
+        "train_acc": 100.0 * sums["correct"] / max(1, sums["seen"]),
+        "lr": optimizer.param_groups[0]["lr"],
+        "data_time": sums["data_time"],
+        "step_time": sums["step_time"],
+        "failed_videos": sums["failed"],
+        "failed_videos_total": len(loop.failed_seen),
+        "drop_probs": model.drop_probs().detach().cpu().tolist(),
+        **drop_summary(model.drop_probs()),
+        **_depth_record(model),
+    }
 
 
 def _epoch_message(record: dict, total_epochs: int, drop_probs: torch.Tensor) -> str:
-    msg = (f"epoch {record['epoch']}/{total_epochs} [{record['phase']}] loss {record['loss']:.3f} ce {record['ce']:.3f} "
-           f"reg {record['reg']:.4f} train_acc {record['train_acc']:.1f}%")
+    msg = (
+        f"epoch {record['epoch']}/{total_epochs} [{record['phase']}] loss {record['loss']:.3f} ce {record['ce']:.3f} "
+        f"reg {record['reg']:.4f} train_acc {record['train_acc']:.1f}%"
+    )
     if "val_top1" in record:
         msg += f" val_top1 {record['val_top1']:.1f}%"
     if record["phase"] == "vdroppath":
@@ -276,7 +355,9 @@ def _epoch_message(record: dict, total_epochs: int, drop_probs: torch.Tensor) ->
 # ----------------------------------------------------------------------------- the loop
 
 
-def train(cfg: Config, resume: str | None = None, init: str | None = None, max_epochs: int | None = None) -> dict:
+def train(
+    cfg: Config, resume: str | None = None, init: str | None = None, max_epochs: int | None = None
+) -> dict:
     """Train the configured model; returns the final summary (also written to ``summary.json``).
 
     ``resume``: "auto" (continue from the run directory's checkpoint if there is one) or a path.
@@ -309,15 +390,17 @@ def train(cfg: Config, resume: str | None = None, init: str | None = None, max_e
     if init is not None:
         missing, unexpected = model.load_state_dict(load_checkpoint(init)["model"], strict=False)
         if is_main:
-            print(f"initialised weights from {init} (missing {len(missing)}, unexpected {len(unexpected)} keys)")
+            print(
+                f"initialised weights from {init} (missing {len(missing)}, unexpected {len(unexpected)} keys)"
+            )
     fixed = resolve_strategy(cfg.model.strategy, model.num_slots) if cfg.model.strategy else None
     if world > 1 and t_cfg.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True)  # the drop logits get no gradient while the gates are off (warm-up)
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )  # the drop logits get no gradient while the gates are off (warm-up)
     optimizer, logits, weights = _optimizer(model, t_cfg)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
 
@@ -325,8 +408,9 @@ def train(cfg: Config, resume: str | None = None, init: str | None = None, max_e
     train_ds = TrainClips(train_table, d_cfg, seed)
     sampler = None
     if world > 1:
-        sampler = torch.utils.data.distributed.DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
-                                                                  seed=seed, drop_last=True)
+        sampler = torch.utils.data.distributed.DistributedSampler(
+            train_ds, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True
+        )
     val = _validation_set(d_cfg, t_cfg, seed) if is_main else _Validation()
 
     # 5. restore the training state on resume; open the metrics log
@@ -347,18 +431,44 @@ def train(cfg: Config, resume: str | None = None, init: str | None = None, max_e
         run.metrics.unlink()
     n_train, total_epochs = len(train_table), t_cfg.warmup_epochs + t_cfg.epochs
     if is_main:
-        log.write({"kind": "start", "step": loop.step, "epoch": start_epoch, "train_videos": n_train,
-                   "selection_videos": len(selection_table),
-                   "excluded_train_videos": len(train_table.excluded), "missing_train_videos": len(train_table.missing),
-                   "excluded_val_videos": val.excluded, "classes": num_classes, "world_size": world,
-                   "device": str(device), "params": sum(p.numel() for p in model.parameters())})
+        log.write(
+            {
+                "kind": "start",
+                "step": loop.step,
+                "epoch": start_epoch,
+                "train_videos": n_train,
+                "selection_videos": len(selection_table),
+                "excluded_train_videos": len(train_table.excluded),
+                "missing_train_videos": len(train_table.missing),
+                "excluded_val_videos": val.excluded,
+                "classes": num_classes,
+                "world_size": world,
+                "device": str(device),
+                "params": sum(p.numel() for p in model.parameters()),
+            }
+        )
 
     # 6. the epochs: train, validate, log, checkpoint
-    ctx = {"model": model, "net": net, "t_cfg": t_cfg, "d_cfg": d_cfg, "optimizer": optimizer, "logits": logits,
-           "weights": weights, "base_lrs": base_lrs, "train_ds": train_ds, "sampler": sampler, "seed": seed,
-           "steps_per_epoch": max(1, (len(train_ds) // world) // t_cfg.batch_size), "n_train": n_train,
-           "total_epochs": total_epochs, "log": log, "device": device, "is_main": is_main,
-           "show_bar": is_main and t_cfg.progress and sys.stderr.isatty()}
+    ctx = {
+        "model": model,
+        "net": net,
+        "t_cfg": t_cfg,
+        "d_cfg": d_cfg,
+        "optimizer": optimizer,
+        "logits": logits,
+        "weights": weights,
+        "base_lrs": base_lrs,
+        "train_ds": train_ds,
+        "sampler": sampler,
+        "seed": seed,
+        "steps_per_epoch": max(1, (len(train_ds) // world) // t_cfg.batch_size),
+        "n_train": n_train,
+        "total_epochs": total_epochs,
+        "log": log,
+        "device": device,
+        "is_main": is_main,
+        "show_bar": is_main and t_cfg.progress and sys.stderr.isatty(),
+    }
     end_epoch = total_epochs if max_epochs is None else min(total_epochs, max_epochs)
     for epoch in range(start_epoch, end_epoch):
         phase, e_in_phase, phase_epochs = _set_phase(model, t_cfg, epoch, fixed, total_epochs)
@@ -374,23 +484,40 @@ def train(cfg: Config, resume: str | None = None, init: str | None = None, max_e
         if is_main:
             log.write(record)
             print(_epoch_message(record, total_epochs, model.drop_probs()), flush=True)
-            save_checkpoint(run.checkpoint, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": {"kind": t_cfg.schedule, "base_lrs": base_lrs, "factor": loop.factor},
-                "epoch": epoch + 1, "step": loop.step, "rng": rng_state(), "config": to_dict(cfg),
-                "failed_videos": sorted(loop.failed_seen), "num_classes": num_classes,
-                "classes": list(train_table.classes), "last_val": last_val,
-            })
+            save_checkpoint(
+                run.checkpoint,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": {"kind": t_cfg.schedule, "base_lrs": base_lrs, "factor": loop.factor},
+                    "epoch": epoch + 1,
+                    "step": loop.step,
+                    "rng": rng_state(),
+                    "config": to_dict(cfg),
+                    "failed_videos": sorted(loop.failed_seen),
+                    "num_classes": num_classes,
+                    "classes": list(train_table.classes),
+                    "last_val": last_val,
+                },
+            )
         if world > 1:
             dist.barrier()
 
     # 7. the summary
     if is_main and fixed is None and t_cfg.epochs > 0 and end_epoch > t_cfg.warmup_epochs:
         print(drop_table(model.slot_names, model.drop_probs(), model.depth_drop_probs()))
-    summary = {"epochs_done": end_epoch, "total_epochs": total_epochs, "steps": loop.step,
-               "weights_sha1": weights_digest(model), "drop_probs": model.drop_probs().detach().cpu().tolist(),
-               "slot_names": list(model.slot_names), **_depth_record(model), "failed_videos": sorted(loop.failed_seen),
-               "complete": end_epoch == total_epochs, **last_val}
+    summary = {
+        "epochs_done": end_epoch,
+        "total_epochs": total_epochs,
+        "steps": loop.step,
+        "weights_sha1": weights_digest(model),
+        "drop_probs": model.drop_probs().detach().cpu().tolist(),
+        "slot_names": list(model.slot_names),
+        **_depth_record(model),
+        "failed_videos": sorted(loop.failed_seen),
+        "complete": end_epoch == total_epochs,
+        **last_val,
+    }
     if world > 1:
         run.weights_rank(rank).write_text(summary["weights_sha1"] + "\n")
         dist.barrier()

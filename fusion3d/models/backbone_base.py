@@ -62,9 +62,21 @@ class BlockSlot(GatedSlot):
 
     kind = "block"
 
-    def __init__(self, name: str, path_s: nn.Module, path_t: nn.Module, branch: nn.Sequential, shortcut: nn.Module,
-                 residual: bool, relu_out: bool, in_channels: int, out_channels: int, stride: int,
-                 drop_init: float, temperature: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        path_s: nn.Module,
+        path_t: nn.Module,
+        branch: nn.Sequential,
+        shortcut: nn.Module,
+        residual: bool,
+        relu_out: bool,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        drop_init: float,
+        temperature: float,
+    ) -> None:
         super().__init__(name, path_s, path_t, drop_init, temperature)
         self.branch = branch
         self.shortcut = shortcut
@@ -121,8 +133,9 @@ class Backbone(SlotNetwork):
     """What the backbones share: ``stem``, stages ``layer1..layerN`` (``nn.Sequential`` of blocks
     ``block1..``), ``head``; forward, initialisation, the slot summary."""
 
-    def _finish(self, stem: nn.Module, stages: Sequence[nn.Sequential], head: nn.Sequential,
-                zero_init_residual: bool) -> None:
+    def _finish(
+        self, stem: nn.Module, stages: Sequence[nn.Sequential], head: nn.Sequential, zero_init_residual: bool
+    ) -> None:
         self.stem = stem
         self.stage_names = [f"layer{i}" for i in range(1, len(stages) + 1)]
         for name, stage in zip(self.stage_names, stages):
@@ -161,29 +174,41 @@ class Backbone(SlotNetwork):
         for name in self.stage_names:
             graph += rf_sequence(getattr(self, name).children(), units)
         for m in self.head.children():
-            if isinstance(m, nn.AdaptiveAvgPool3d):  # one logit sees the whole clip: the head row is the pooled map's
+            if isinstance(
+                m, nn.AdaptiveAvgPool3d
+            ):  # one logit sees the whole clip: the head row is the pooled map's
                 break
             graph += module_rf_nodes(m)
         return [*graph, Mark("head", "", "head")]
 
     def extra_repr(self) -> str:
-        return (f"name={self.name}, width_mult={self.width_mult:g}, slots={self.num_slots}, "
-                f"classes={self.num_classes}, gate_mode={self.gate_mode}, conv_impl={self.conv_impl}")
+        return (
+            f"name={self.name}, width_mult={self.width_mult:g}, slots={self.num_slots}, "
+            f"classes={self.num_classes}, gate_mode={self.gate_mode}, conv_impl={self.conv_impl}"
+        )
 
     def _stem_text(self) -> str:
         conv = self.stem.conv
         pool = ""
         if hasattr(self.stem, "pool"):
-            k, st = (v if isinstance(v, tuple) else (v,) * 3 for v in (self.stem.pool.kernel_size, self.stem.pool.stride))
+            k, st = (
+                v if isinstance(v, tuple) else (v,) * 3
+                for v in (self.stem.pool.kernel_size, self.stem.pool.stride)
+            )
             pool = f" - MaxPool {'x'.join(map(str, k))} stride {st}"
         act = "ReLU6" if isinstance(self.stem.relu, nn.ReLU6) else "ReLU"
-        return (f"Conv {'x'.join(map(str, conv.kernel_size))} {conv.in_channels}->{conv.out_channels} "
-                f"stride {tuple(conv.stride)} - BN - {act}{pool}")
+        return (
+            f"Conv {'x'.join(map(str, conv.kernel_size))} {conv.in_channels}->{conv.out_channels} "
+            f"stride {tuple(conv.stride)} - BN - {act}{pool}"
+        )
 
     def _head_text(self) -> str:
         fc = self.head.fc
-        pre = (f"Conv 1x1x1 {self.head.conv.in_channels}->{self.head.conv.out_channels} - BN - ReLU6 - "
-               if hasattr(self.head, "conv") else "")
+        pre = (
+            f"Conv 1x1x1 {self.head.conv.in_channels}->{self.head.conv.out_channels} - BN - ReLU6 - "
+            if hasattr(self.head, "conv")
+            else ""
+        )
         return f"{pre}global avg pool - Dropout({self.head.dropout.p:g}) - Linear {fc.in_features}->{fc.out_features}"
 
     def summary(self) -> str:
@@ -193,12 +218,16 @@ class Backbone(SlotNetwork):
             for block_name, block in getattr(self, name).named_children():
                 if not isinstance(block, GatedSlot):  # a block that is not a slot says what it is
                     lines.append(f"  {name}.{block_name}: {block.summary_text()}")
-        lines.append(f"  {'slot':>4s}  {'name':<16s} {'kind':<10s} {'channels':<11s} {'stride':>6s} {'unit':<5s} "
-                     f"{'p_S':>6s} {'p_T':>6s}")
+        lines.append(
+            f"  {'slot':>4s}  {'name':<16s} {'kind':<10s} {'channels':<11s} {'stride':>6s} {'unit':<5s} "
+            f"{'p_S':>6s} {'p_T':>6s}"
+        )
         probs = self.drop_probs().tolist()
         for i, (slot, (ps, pt)) in enumerate(zip(self._slots, probs)):
             ch = f"{slot.in_channels}->{slot.out_channels}"
-            lines.append(f"  {i:>4d}  {slot.name:<16s} {slot.kind:<10s} {ch:<11s} {slot.stride:>6d} {slot.unit:<5s} "
-                         f"{ps:6.3f} {pt:6.3f}")
+            lines.append(
+                f"  {i:>4d}  {slot.name:<16s} {slot.kind:<10s} {ch:<11s} {slot.stride:>6d} {slot.unit:<5s} "
+                f"{ps:6.3f} {pt:6.3f}"
+            )
         lines.append(f"  head: {self._head_text()}")
         return "\n".join(lines)

@@ -18,8 +18,15 @@ from typing import Any
 
 from fusion3d.models.registry import Factory, create, list_models, register_model
 
-__all__ = ["create", "list_models", "mobilenetv2_3d", "resnet18_3d", "resnet50_3d", "resnext50_32x4d_3d",
-           "resnext101_32x8d_3d"]
+__all__ = [
+    "create",
+    "list_models",
+    "mobilenetv2_3d",
+    "resnet18_3d",
+    "resnet50_3d",
+    "resnext50_32x4d_3d",
+    "resnext101_32x8d_3d",
+]
 
 
 def backbone_from_config(cfg: Any, num_classes: int) -> Any:
@@ -32,9 +39,15 @@ def backbone_from_config(cfg: Any, num_classes: int) -> Any:
     stem: dict[str, Any] = {"stem_stride": cfg.stem_stride} if cfg.stem_stride else {}
     if cfg.stem_pool is not None:
         stem["stem_pool"] = bool(cfg.stem_pool)
-    return _REGISTRY[cfg.name](num_classes, width_mult=cfg.width_mult, dropout=cfg.dropout,
-                               drop_init=cfg.drop_init, temperature=cfg.temperature, conv_impl=cfg.conv_impl,
-                               **stem)
+    return _REGISTRY[cfg.name](
+        num_classes,
+        width_mult=cfg.width_mult,
+        dropout=cfg.dropout,
+        drop_init=cfg.drop_init,
+        temperature=cfg.temperature,
+        conv_impl=cfg.conv_impl,
+        **stem,
+    )
 
 
 # The backbone factories by name (the same functions the model registry holds).
@@ -67,8 +80,9 @@ def resnext50_32x4d_3d(num_classes: int, **kwargs: Any) -> Any:
     """ResNeXt-50 32x4d, bottlenecks [3, 4, 6, 3] with 32 groups of 4 channels (at width 64): 16 slots."""
     from fusion3d.models.resnet3d import SlotResNet
 
-    return SlotResNet("resnext50_32x4d_3d", "bottleneck", (3, 4, 6, 3), num_classes, groups=32, width_per_group=4,
-                      **kwargs)
+    return SlotResNet(
+        "resnext50_32x4d_3d", "bottleneck", (3, 4, 6, 3), num_classes, groups=32, width_per_group=4, **kwargs
+    )
 
 
 @_backbone
@@ -76,8 +90,15 @@ def resnext101_32x8d_3d(num_classes: int, **kwargs: Any) -> Any:
     """ResNeXt-101 32x8d, bottlenecks [3, 4, 23, 3] with 32 groups of 8 channels (at width 64): 33 slots."""
     from fusion3d.models.resnet3d import SlotResNet
 
-    return SlotResNet("resnext101_32x8d_3d", "bottleneck", (3, 4, 23, 3), num_classes, groups=32,
-                      width_per_group=8, **kwargs)
+    return SlotResNet(
+        "resnext101_32x8d_3d",
+        "bottleneck",
+        (3, 4, 23, 3),
+        num_classes,
+        groups=32,
+        width_per_group=8,
+        **kwargs,
+    )
 
 
 @_backbone
@@ -90,10 +111,17 @@ def mobilenetv2_3d(num_classes: int, **kwargs: Any) -> Any:
 
 # Classes and helpers that lived here before the split, re-exported lazily (they import torch).
 _MOVED = {
-    "BlockSlot": "backbone_base", "Backbone": "backbone_base",
-    "BasicSlot": "resnet3d", "BottleneckSlot": "resnet3d", "SlotResNet": "resnet3d",
-    "FreeSkip": "mobilenet3d", "InvertedResidualSlot": "mobilenet3d", "InvertedResidual": "mobilenet3d",
-    "SlotMobileNetV2": "mobilenet3d", "make_divisible": "mobilenet3d", "MOBILENETV2_SETTINGS": "mobilenet3d",
+    "BlockSlot": "backbone_base",
+    "Backbone": "backbone_base",
+    "BasicSlot": "resnet3d",
+    "BottleneckSlot": "resnet3d",
+    "SlotResNet": "resnet3d",
+    "FreeSkip": "mobilenet3d",
+    "InvertedResidualSlot": "mobilenet3d",
+    "InvertedResidual": "mobilenet3d",
+    "SlotMobileNetV2": "mobilenet3d",
+    "make_divisible": "mobilenet3d",
+    "MOBILENETV2_SETTINGS": "mobilenet3d",
 }
 
 

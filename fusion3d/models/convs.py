@@ -58,15 +58,25 @@ class FactorConv3d(nn.Module):
     dilation); ``impl`` picks how it is computed (see the module docstring).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int, int],
-                 stride: int | tuple[int, int, int] = 1, padding: int | tuple[int, int, int] = 0,
-                 bias: bool = False, impl: str = "auto", groups: int = 1) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int, int],
+        stride: int | tuple[int, int, int] = 1,
+        padding: int | tuple[int, int, int] = 0,
+        bias: bool = False,
+        impl: str = "auto",
+        groups: int = 1,
+    ) -> None:
         super().__init__()
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.groups = int(groups)
         if self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+            raise ValueError(
+                f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
+            )
         self.kernel_size = _triple(kernel_size)
         self.stride = _triple(stride)
         self.padding = _triple(padding)
@@ -84,10 +94,14 @@ class FactorConv3d(nn.Module):
         elif kt == 1:
             self.kind = "spatial"
             if pt:
-                raise ValueError(f"temporal padding {self.padding} with a 1x{kh}x{kw} kernel is not supported")
+                raise ValueError(
+                    f"temporal padding {self.padding} with a 1x{kh}x{kw} kernel is not supported"
+                )
         else:
             self.kind = "full"
-        self.weight = nn.Parameter(torch.empty(self.out_channels, self.in_channels // self.groups, kt, kh, kw))
+        self.weight = nn.Parameter(
+            torch.empty(self.out_channels, self.in_channels // self.groups, kt, kh, kw)
+        )
         self.bias = nn.Parameter(torch.empty(self.out_channels)) if bias else None
         self.reset_parameters()
 
@@ -102,7 +116,10 @@ class FactorConv3d(nn.Module):
     def output_shape(self, shape: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
         """Output ``(C, T, H, W)`` for an input ``(C, T, H, W)`` (Conv3d arithmetic)."""
         _, *sizes = shape
-        out = [(s + 2 * p - k) // st + 1 for s, k, st, p in zip(sizes, self.kernel_size, self.stride, self.padding)]
+        out = [
+            (s + 2 * p - k) // st + 1
+            for s, k, st, p in zip(sizes, self.kernel_size, self.stride, self.padding)
+        ]
         return (self.out_channels, *out)  # type: ignore[return-value]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,15 +131,29 @@ class FactorConv3d(nn.Module):
             if sh > 1 or sw > 1:
                 x = x[:, :, :, ::sh, ::sw]
             n, c, t, h, w = x.shape
-            y = F.conv2d(x.reshape(n, c, t, h * w), self.weight.squeeze(-1), self.bias,
-                         (st, 1), (self.padding[0], 0), 1, self.groups)
+            y = F.conv2d(
+                x.reshape(n, c, t, h * w),
+                self.weight.squeeze(-1),
+                self.bias,
+                (st, 1),
+                (self.padding[0], 0),
+                1,
+                self.groups,
+            )
             return y.view(n, self.out_channels, y.shape[2], h, w)
         # spatial: fold frames into the batch
         if st > 1:
             x = x[:, :, ::st]
         n, c, t, h, w = x.shape
-        y = F.conv2d(x.transpose(1, 2).reshape(n * t, c, h, w), self.weight.squeeze(2), self.bias,
-                     (sh, sw), self.padding[1:], 1, self.groups)
+        y = F.conv2d(
+            x.transpose(1, 2).reshape(n * t, c, h, w),
+            self.weight.squeeze(2),
+            self.bias,
+            (sh, sw),
+            self.padding[1:],
+            1,
+            self.groups,
+        )
         return y.view(n, t, self.out_channels, y.shape[2], y.shape[3]).transpose(1, 2).contiguous()
 
     def extra_repr(self) -> str:
@@ -141,21 +172,31 @@ class FactorConv3d(nn.Module):
         return s
 
 
-def conv1x1x1(in_channels: int, out_channels: int, stride: int = 1, bias: bool = False,
-              impl: str = "auto") -> FactorConv3d:
+def conv1x1x1(
+    in_channels: int, out_channels: int, stride: int = 1, bias: bool = False, impl: str = "auto"
+) -> FactorConv3d:
     """Pointwise conv (a per-frame, per-pixel linear map); ``stride`` is spatial."""
     return FactorConv3d(in_channels, out_channels, 1, (1, stride, stride), 0, bias, impl)
 
 
-def conv3x1x1(in_channels: int, out_channels: int, kt: int = 3, bias: bool = False,
-              impl: str = "auto") -> FactorConv3d:
+def conv3x1x1(
+    in_channels: int, out_channels: int, kt: int = 3, bias: bool = False, impl: str = "auto"
+) -> FactorConv3d:
     """Temporal conv, kernel ``kt x 1 x 1``, 'same' temporal padding, stride 1."""
     return FactorConv3d(in_channels, out_channels, (kt, 1, 1), 1, (kt // 2, 0, 0), bias, impl)
 
 
-def conv1xkxk(in_channels: int, out_channels: int, k: int = 3, stride: int = 1, bias: bool = False,
-              impl: str = "auto", groups: int = 1) -> FactorConv3d:
+def conv1xkxk(
+    in_channels: int,
+    out_channels: int,
+    k: int = 3,
+    stride: int = 1,
+    bias: bool = False,
+    impl: str = "auto",
+    groups: int = 1,
+) -> FactorConv3d:
     """Spatial conv, kernel ``1 x k x k``, 'same' spatial padding, spatial ``stride``, ``groups``
     (``groups = channels`` is a depthwise conv)."""
-    return FactorConv3d(in_channels, out_channels, (1, k, k), (1, stride, stride), (0, k // 2, k // 2), bias, impl,
-                        groups)
+    return FactorConv3d(
+        in_channels, out_channels, (1, k, k), (1, stride, stride), (0, k // 2, k // 2), bias, impl, groups
+    )

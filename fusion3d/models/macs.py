@@ -62,7 +62,9 @@ def conv_macs(conv: nn.Module, shape: Shape) -> tuple[int, Shape]:
     if c != conv.in_channels:
         raise ValueError(f"conv expects {conv.in_channels} channels, got {c}")
     groups = getattr(conv, "groups", 1)
-    out = tuple(_out_size(s, k, st, p) for s, k, st, p in zip(sizes, conv.kernel_size, conv.stride, conv.padding))
+    out = tuple(
+        _out_size(s, k, st, p) for s, k, st, p in zip(sizes, conv.kernel_size, conv.stride, conv.padding)
+    )
     kt, kh, kw = conv.kernel_size
     macs = conv.out_channels * out[0] * out[1] * out[2] * (conv.in_channels // groups) * kt * kh * kw
     return macs, (conv.out_channels, *out)  # type: ignore[return-value]
@@ -121,7 +123,13 @@ def _hard_eval(model: SlotNetwork, strategy: Strategy) -> Iterator[None]:
 # Modules that keep their input's shape and cost no MACs. A shape-only trace passes their input
 # through (their hooks still fire): on meta tensors torch runs BatchNorm and the activations through
 # slow Python decompositions, most of a trace's time otherwise.
-_SHAPE_KEEPING = (nn.modules.batchnorm._BatchNorm, nn.ReLU, nn.Hardtanh, nn.modules.dropout._DropoutNd, nn.Identity)
+_SHAPE_KEEPING = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.ReLU,
+    nn.Hardtanh,
+    nn.modules.dropout._DropoutNd,
+    nn.Identity,
+)
 
 
 def _pass_through(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -156,8 +164,9 @@ class TracedCosts:
         return sum(self.macs.values())
 
 
-def trace_costs(model: SlotNetwork, input_shape: Sequence[int],
-                strategy: StrategySpec | None = None) -> TracedCosts:
+def trace_costs(
+    model: SlotNetwork, input_shape: Sequence[int], strategy: StrategySpec | None = None
+) -> TracedCosts:
     """MACs and used parameters of the sub-network, measured by a ``meta``-device forward pass of one
     clip ``(C, T, H, W)`` (see the module docstring). The model is left as it was."""
     strategy = strategy_or_full(strategy, model.num_slots)
@@ -188,13 +197,19 @@ def trace_costs(model: SlotNetwork, input_shape: Sequence[int],
                 macs[key] += _module_macs(m, out)
             if isinstance(m, GatedSlot):
                 slot_inputs[m.name] = tuple(args[0].shape[1:])
+
         return fn
 
-    handles = [m.register_forward_hook(hook(owner(q) if q and isinstance(m, _COUNTED) else None))
-               for q, m in model.named_modules()]
-    meta = {f"{q}.{name}" if q else name: torch.empty_like(t, device="meta")  # bypassed modules need none
-            for q, m in model.named_modules() if not isinstance(m, _SHAPE_KEEPING)
-            for name, t in (*m.named_parameters(recurse=False), *m.named_buffers(recurse=False))}
+    handles = [
+        m.register_forward_hook(hook(owner(q) if q and isinstance(m, _COUNTED) else None))
+        for q, m in model.named_modules()
+    ]
+    meta = {
+        f"{q}.{name}" if q else name: torch.empty_like(t, device="meta")  # bypassed modules need none
+        for q, m in model.named_modules()
+        if not isinstance(m, _SHAPE_KEEPING)
+        for name, t in (*m.named_parameters(recurse=False), *m.named_buffers(recurse=False))
+    }
     try:
         with _hard_eval(model, strategy), _shape_only(model), torch.no_grad():
             torch.func.functional_call(model, meta, (torch.empty((1, *shape), device="meta"),))
@@ -222,8 +237,9 @@ class _UnitTable:
 
 # model -> {input shape: (module fingerprint, table)}; the fingerprint (ids of all modules) makes a
 # model whose modules were replaced since (a new classifier, say) be traced again.
-_UNIT_TABLES: WeakKeyDictionary[nn.Module, dict[Shape, tuple[tuple[int, ...], _UnitTable | None]]] = \
+_UNIT_TABLES: WeakKeyDictionary[nn.Module, dict[Shape, tuple[tuple[int, ...], _UnitTable | None]]] = (
     WeakKeyDictionary()
+)
 
 
 def _unit_table(model: SlotNetwork, shape: Shape) -> _UnitTable | None:
@@ -235,9 +251,16 @@ def _unit_table(model: SlotNetwork, shape: Shape) -> _UnitTable | None:
         traces = {u: trace_costs(model, shape, Strategy.uniform(u, model.num_slots)) for u in UNITS}
         ref = traces[FULL_UNIT]
         slots = set(model.slot_names)
-        additive = all(t.slot_inputs == ref.slot_inputs and len(t.slot_inputs) == len(slots) and
-                       all(t.macs[k] == v for k, v in ref.macs.items() if k not in slots) for t in traces.values())
-        tables[shape] = (fingerprint, _UnitTable({u: t.macs for u, t in traces.items()}) if additive else None)
+        additive = all(
+            t.slot_inputs == ref.slot_inputs
+            and len(t.slot_inputs) == len(slots)
+            and all(t.macs[k] == v for k, v in ref.macs.items() if k not in slots)
+            for t in traces.values()
+        )
+        tables[shape] = (
+            fingerprint,
+            _UnitTable({u: t.macs for u, t in traces.items()}) if additive else None,
+        )
     return tables[shape][1]
 
 
@@ -251,8 +274,9 @@ def _backbone_macs(model: SlotNetwork, shape: Shape, strategy: Strategy) -> dict
     return {part: table.by_unit[unit_of.get(part, FULL_UNIT)][part] for part in table.by_unit[FULL_UNIT]}
 
 
-def macs_breakdown(model: SlotNetwork, input_shape: Sequence[int],
-                   strategy: StrategySpec | None = None) -> dict[str, int]:
+def macs_breakdown(
+    model: SlotNetwork, input_shape: Sequence[int], strategy: StrategySpec | None = None
+) -> dict[str, int]:
     """MACs per clip by part: ``stem``, one entry per slot name, ``head`` (a backbone's other top-level
     parts, e.g. MobileNetV2's ``layer1`` that is not a slot, under their own names)."""
     strategy = strategy_or_full(strategy, model.num_slots)
@@ -293,8 +317,7 @@ def macs_breakdown(model: SlotNetwork, input_shape: Sequence[int],
     return out
 
 
-def count_macs(model: SlotNetwork, input_shape: Sequence[int],
-               strategy: StrategySpec | None = None) -> int:
+def count_macs(model: SlotNetwork, input_shape: Sequence[int], strategy: StrategySpec | None = None) -> int:
     """Multiply-accumulates per clip of shape ``(C, T, H, W)`` (see the module docstring)."""
     return sum(macs_breakdown(model, input_shape, strategy).values())
 

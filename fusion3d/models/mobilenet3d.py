@@ -53,7 +53,7 @@ class FreeSkip(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
-            x = x[:, :, :, ::self.stride, ::self.stride]
+            x = x[:, :, :, :: self.stride, :: self.stride]
         if self.out_channels >= self.in_channels:
             return F.pad(x, (0, 0, 0, 0, 0, 0, 0, self.out_channels - self.in_channels))
         return channel_pool(x, self.out_channels)
@@ -72,9 +72,15 @@ def _act_path(conv: nn.Module, channels: int) -> nn.Sequential:
 
 def _dw_pw(hidden: int, out: int, stride: int, impl: str) -> nn.Sequential:
     """Depthwise 1x3x3 (spatial stride) - BN - ReLU6 - pointwise 1x1x1 - BN."""
-    return nn.Sequential(OrderedDict(
-        dwconv=conv1xkxk(hidden, hidden, 3, stride, impl=impl, groups=hidden), norm1=_bn(hidden),
-        relu1=nn.ReLU6(inplace=True), pwconv=conv1x1x1(hidden, out, impl=impl), norm2=_bn(out)))
+    return nn.Sequential(
+        OrderedDict(
+            dwconv=conv1xkxk(hidden, hidden, 3, stride, impl=impl, groups=hidden),
+            norm1=_bn(hidden),
+            relu1=nn.ReLU6(inplace=True),
+            pwconv=conv1x1x1(hidden, out, impl=impl),
+            norm2=_bn(out),
+        )
+    )
 
 
 class InvertedResidualSlot(BlockSlot):
@@ -82,15 +88,34 @@ class InvertedResidualSlot(BlockSlot):
 
     kind = "inverted"
 
-    def __init__(self, name: str, in_channels: int, out_channels: int, stride: int, expand_ratio: int,
-                 drop_init: float, temperature: float, impl: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        expand_ratio: int,
+        drop_init: float,
+        temperature: float,
+        impl: str,
+    ) -> None:
         hidden = int(round(in_channels * expand_ratio))
         residual = stride == 1 and in_channels == out_channels
         shortcut = nn.Identity() if residual else FreeSkip(in_channels, out_channels, stride)
-        super().__init__(name, _act_path(conv1x1x1(in_channels, hidden, impl=impl), hidden),
-                         _act_path(conv3x1x1(in_channels, hidden, impl=impl), hidden),
-                         _dw_pw(hidden, out_channels, stride, impl), shortcut, residual, False, in_channels,
-                         out_channels, stride, drop_init, temperature)
+        super().__init__(
+            name,
+            _act_path(conv1x1x1(in_channels, hidden, impl=impl), hidden),
+            _act_path(conv3x1x1(in_channels, hidden, impl=impl), hidden),
+            _dw_pw(hidden, out_channels, stride, impl),
+            shortcut,
+            residual,
+            False,
+            in_channels,
+            out_channels,
+            stride,
+            drop_init,
+            temperature,
+        )
         self.hidden = hidden
 
 
@@ -116,7 +141,9 @@ class InvertedResidual(nn.Module):
 
     def summary_text(self) -> str:
         """What ``Backbone.summary`` says of this block (not a slot)."""
-        return f"depthwise 1x3x3 - pointwise {self.in_channels}->{self.out_channels} (expansion 1, not a slot)"
+        return (
+            f"depthwise 1x3x3 - pointwise {self.in_channels}->{self.out_channels} (expansion 1, not a slot)"
+        )
 
 
 def make_divisible(v: float, divisor: int = 8) -> int:
@@ -130,27 +157,53 @@ def make_divisible(v: float, divisor: int = 8) -> int:
 
 # (expansion t, channels c, blocks n, first stride s) per stage, as in MobileNetV2 (Sandler et al. 2018).
 MOBILENETV2_SETTINGS: tuple[tuple[int, int, int, int], ...] = (
-    (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 
 
 class SlotMobileNetV2(Backbone):
     """A 3D MobileNetV2 whose inverted residuals with expansion > 1 are slots (see the module docstring)."""
 
-    def __init__(self, name: str, num_classes: int, width_mult: float = 1.0, dropout: float | None = None,
-                 drop_init: float = 0.1, temperature: float = 0.2, conv_impl: str = "auto", in_channels: int = 3,
-                 zero_init_residual: bool = False, stem_stride: int = 2, stem_pool: bool | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        num_classes: int,
+        width_mult: float = 1.0,
+        dropout: float | None = None,
+        drop_init: float = 0.1,
+        temperature: float = 0.2,
+        conv_impl: str = "auto",
+        in_channels: int = 3,
+        zero_init_residual: bool = False,
+        stem_stride: int = 2,
+        stem_pool: bool | None = None,
+    ) -> None:
         super().__init__()
         if stem_pool:
-            raise ValueError(f"config key 'model.stem_pool': {name} has no stem pool (its stem is one strided conv)")
+            raise ValueError(
+                f"config key 'model.stem_pool': {name} has no stem pool (its stem is one strided conv)"
+            )
         dropout = 0.2 if dropout is None else float(dropout)
         _check_common(num_classes, width_mult, dropout)
         self.name, self.num_classes, self.in_channels = name, int(num_classes), int(in_channels)
         self.width_mult, self.conv_impl = float(width_mult), conv_impl
         c = make_divisible(32 * width_mult)
         last = make_divisible(1280 * max(1.0, width_mult))
-        stem = nn.Sequential(OrderedDict(
-            conv=nn.Conv3d(in_channels, c, 3, stride=(1, stem_stride, stem_stride), padding=1, bias=False), norm=_bn(c),
-            relu=nn.ReLU6(inplace=True)))
+        stem = nn.Sequential(
+            OrderedDict(
+                conv=nn.Conv3d(
+                    in_channels, c, 3, stride=(1, stem_stride, stem_stride), padding=1, bias=False
+                ),
+                norm=_bn(c),
+                relu=nn.ReLU6(inplace=True),
+            )
+        )
         stages = []
         for i, (t, channels, n_blocks, s) in enumerate(MOBILENETV2_SETTINGS, start=1):
             out = make_divisible(channels * width_mult)
@@ -160,13 +213,21 @@ class SlotMobileNetV2(Backbone):
                 if t == 1:
                     blocks[f"block{j}"] = InvertedResidual(c, out, stride, conv_impl)
                 else:
-                    blocks[f"block{j}"] = InvertedResidualSlot(f"layer{i}.block{j}", c, out, stride, t, drop_init,
-                                                               temperature, conv_impl)
+                    blocks[f"block{j}"] = InvertedResidualSlot(
+                        f"layer{i}.block{j}", c, out, stride, t, drop_init, temperature, conv_impl
+                    )
                 c = out
             stages.append(nn.Sequential(blocks))
         self.feature_channels = last
-        head = nn.Sequential(OrderedDict(
-            conv=conv1x1x1(c, last, impl=conv_impl), norm=_bn(last), relu=nn.ReLU6(inplace=True),
-            pool=nn.AdaptiveAvgPool3d(1), flatten=nn.Flatten(1), dropout=nn.Dropout(dropout),
-            fc=nn.Linear(last, num_classes)))
+        head = nn.Sequential(
+            OrderedDict(
+                conv=conv1x1x1(c, last, impl=conv_impl),
+                norm=_bn(last),
+                relu=nn.ReLU6(inplace=True),
+                pool=nn.AdaptiveAvgPool3d(1),
+                flatten=nn.Flatten(1),
+                dropout=nn.Dropout(dropout),
+                fc=nn.Linear(last, num_classes),
+            )
+        )
         self._finish(stem, stages, head, zero_init_residual)

@@ -143,8 +143,15 @@ class GatedSlot(nn.Module):
 
     kind = "slot"
 
-    def __init__(self, name: str, path_s: nn.Module, path_t: nn.Module, drop_init: float,
-                 temperature: float, depth_gate: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        path_s: nn.Module,
+        path_t: nn.Module,
+        drop_init: float,
+        temperature: float,
+        depth_gate: bool = False,
+    ) -> None:
         super().__init__()
         self.name = name
         self.path_s = path_s
@@ -180,7 +187,10 @@ class GatedSlot(nn.Module):
         out: list[nn.Parameter] = []
         for mod in self.computed_modules(True, True):
             for m in mod.modules():
-                if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, FactorConv3d)) and id(m.weight) not in seen:
+                if (
+                    isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, FactorConv3d))
+                    and id(m.weight) not in seen
+                ):
                     seen.add(id(m.weight))
                     out.append(m.weight)
         return out
@@ -194,14 +204,18 @@ class GatedSlot(nn.Module):
         input to its output. Each slot kind describes itself; a kind that does not leaves its network's
         description incomplete: ``TypeError`` (not ``NoReceptiveField``, which is for a network without
         any description)."""
-        raise TypeError(f"no receptive-field rule for the slot kind {type(self).__name__}: it defines no "
-                        "rf_nodes(keep_s, keep_t)")
+        raise TypeError(
+            f"no receptive-field rule for the slot kind {type(self).__name__}: it defines no "
+            "rf_nodes(keep_s, keep_t)"
+        )
 
     def _draw_depth(self, x: torch.Tensor) -> Multiplier:
         """The depth gate's multiplier for this call: 1.0 without a depth gate (no random draw)."""
         return 1.0 if self.gate_d is None else self.gate_d.draw(x.shape[0], x.device)
 
-    def _paths(self, x: torch.Tensor, md: Multiplier = 1.0) -> tuple[torch.Tensor | None, Multiplier, Multiplier]:
+    def _paths(
+        self, x: torch.Tensor, md: Multiplier = 1.0
+    ) -> tuple[torch.Tensor | None, Multiplier, Multiplier]:
         """Sum of the kept paths (None if both are dropped) and the two gates' multipliers. ``md`` is
         the depth gate's multiplier (``_draw_depth``): None (slot dropped) computes no path and returns
         ``(None, None, None)`` (unit none); the S and T gates still draw, so in "sample" mode every gate
@@ -219,8 +233,10 @@ class GatedSlot(nn.Module):
         return h, ms, mt
 
     def extra_repr(self) -> str:
-        s = (f"name={self.name}, unit={self.unit}, mode={self.gate_s.mode}, "
-             f"p_S={self.gate_s.drop_prob:.3f}, p_T={self.gate_t.drop_prob:.3f}")
+        s = (
+            f"name={self.name}, unit={self.unit}, mode={self.gate_s.mode}, "
+            f"p_S={self.gate_s.drop_prob:.3f}, p_T={self.gate_t.drop_prob:.3f}"
+        )
         if self.gate_d is not None:
             s += f", p_D={self.gate_d.drop_prob:.3f}"
         return s
@@ -359,13 +375,18 @@ class SlotNetwork(nn.Module):
 
     def gated_weights(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
         """(drop logit, gated conv weight) for every path, ``[slot0.S, slot0.T, slot1.S, ...]``."""
-        return [(g.logit, path.conv.weight) for s in self._slots
-                for g, path in ((s.gate_s, s.path_s), (s.gate_t, s.path_t))]
+        return [
+            (g.logit, path.conv.weight)
+            for s in self._slots
+            for g, path in ((s.gate_s, s.path_s), (s.gate_t, s.path_t))
+        ]
 
     def depth_gated_weights(self) -> list[tuple[nn.Parameter, list[nn.Parameter]]]:
         """(depth-gate logit, the slot's conv weights ``GatedSlot.depth_weights()``) per slot; empty
         without depth gates."""
-        return [(s.gate_d.logit, s.depth_weights()) for s in self._slots if getattr(s, "gate_d", None) is not None]
+        return [
+            (s.gate_d.logit, s.depth_weights()) for s in self._slots if getattr(s, "gate_d", None) is not None
+        ]
 
     def sample_strategy(self, generator: torch.Generator | None = None) -> Strategy:
         """Keep each path independently with probability 1 - p (hard Bernoulli). Uniforms come from
@@ -388,4 +409,3 @@ class SlotNetwork(nn.Module):
         if pd is not None:
             keep = keep & (pd <= 0.5)[:, None]
         return Strategy.from_keep(keep.tolist())
-

@@ -15,15 +15,45 @@ from fusion3d.models.registry import register_model
 
 # name -> (description, numbers); the numbers are the ModelConfig keys a preset fills in.
 _PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
-    "tiny": ("CPU scale, 8x56x56 clips", dict(
-        growth=12, bottleneck_factor=4, blocks=[2, 3], stem_channels=24, stem_kernel=[1, 5, 5], stem_stride=2,
-        stem_pool=True, dropout=0.0)),
-    "small": ("CPU scale, 8x56x56 clips", dict(
-        growth=16, bottleneck_factor=4, blocks=[3, 6, 4], stem_channels=32, stem_kernel=[1, 5, 5], stem_stride=2,
-        stem_pool=True, dropout=0.2)),
-    "densenet121_3d": ("the paper's template", dict(
-        growth=32, bottleneck_factor=4, blocks=[6, 12, 24, 16], stem_channels=64, stem_kernel=[5, 7, 7],
-        stem_stride=2, stem_pool=True, dropout=0.5)),
+    "tiny": (
+        "CPU scale, 8x56x56 clips",
+        dict(
+            growth=12,
+            bottleneck_factor=4,
+            blocks=[2, 3],
+            stem_channels=24,
+            stem_kernel=[1, 5, 5],
+            stem_stride=2,
+            stem_pool=True,
+            dropout=0.0,
+        ),
+    ),
+    "small": (
+        "CPU scale, 8x56x56 clips",
+        dict(
+            growth=16,
+            bottleneck_factor=4,
+            blocks=[3, 6, 4],
+            stem_channels=32,
+            stem_kernel=[1, 5, 5],
+            stem_stride=2,
+            stem_pool=True,
+            dropout=0.2,
+        ),
+    ),
+    "densenet121_3d": (
+        "the paper's template",
+        dict(
+            growth=32,
+            bottleneck_factor=4,
+            blocks=[6, 12, 24, 16],
+            stem_channels=64,
+            stem_kernel=[5, 7, 7],
+            stem_stride=2,
+            stem_pool=True,
+            dropout=0.5,
+        ),
+    ),
 }
 
 
@@ -33,8 +63,14 @@ def template_from_config(cfg: Any, num_classes: int) -> Any:
     from fusion3d.models.spec import resolve_arch
     from fusion3d.models.template import FusionTemplate
 
-    return FusionTemplate(resolve_arch(cfg), num_classes, drop_init=cfg.drop_init, temperature=cfg.temperature,
-                          conv_impl=cfg.conv_impl, depth_gate=cfg.depth_gate)
+    return FusionTemplate(
+        resolve_arch(cfg),
+        num_classes,
+        drop_init=cfg.drop_init,
+        temperature=cfg.temperature,
+        conv_impl=cfg.conv_impl,
+        depth_gate=cfg.depth_gate,
+    )
 
 
 def _register(name: str, description: str, numbers: dict[str, Any]) -> None:
@@ -44,10 +80,13 @@ def _register(name: str, description: str, numbers: dict[str, Any]) -> None:
         return template_from_config(ModelConfig(name=name, **kwargs), num_classes)
 
     factory.__name__ = factory.__qualname__ = name
-    factory.__doc__ = (f"The fusion template preset {name!r} ({description}); ``kwargs`` are ``ModelConfig`` "
-                       "keys (growth, blocks, dropout, depth_gate, ...).")
-    register_model(name, kind="preset", from_config=template_from_config, defaults=numbers,
-                   description=description)(factory)
+    factory.__doc__ = (
+        f"The fusion template preset {name!r} ({description}); ``kwargs`` are ``ModelConfig`` "
+        "keys (growth, blocks, dropout, depth_gate, ...)."
+    )
+    register_model(
+        name, kind="preset", from_config=template_from_config, defaults=numbers, description=description
+    )(factory)
 
 
 for _name, (_description, _numbers) in _PRESETS.items():

@@ -51,9 +51,14 @@ class ModelEntry:
 _MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str | None = None, *, kind: str = "backbone", from_config: FromConfig | None = None,
-                   defaults: Mapping[str, Any] | None = None, description: str | None = None
-                   ) -> Callable[[Factory], Factory]:
+def register_model(
+    name: str | None = None,
+    *,
+    kind: str = "backbone",
+    from_config: FromConfig | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    description: str | None = None,
+) -> Callable[[Factory], Factory]:
     """Decorator registering ``factory(num_classes, **kwargs)`` under ``name`` (default: the function's
     name). ``description`` defaults to the first line of the factory's docstring. Registering a name
     twice is an error."""
@@ -65,8 +70,14 @@ def register_model(name: str | None = None, *, kind: str = "backbone", from_conf
         if key in _MODELS:
             raise ValueError(f"model {key!r} is already registered (as a {_MODELS[key].kind})")
         doc = (factory.__doc__ or "").strip().splitlines()
-        _MODELS[key] = ModelEntry(key, kind, factory, from_config, MappingProxyType(copy.deepcopy(dict(defaults or {}))),
-                                  description if description is not None else (doc[0] if doc else ""))
+        _MODELS[key] = ModelEntry(
+            key,
+            kind,
+            factory,
+            from_config,
+            MappingProxyType(copy.deepcopy(dict(defaults or {}))),
+            description if description is not None else (doc[0] if doc else ""),
+        )
         return factory
 
     return decorator
@@ -115,5 +126,7 @@ def build_model(cfg: Any, num_classes: int | None = None) -> Any:
         raise ValueError("model.num_classes is 0 (take from the dataset) and no num_classes was given")
     entry = model_entry(cfg.name)
     if entry.from_config is None:
-        raise ValueError(f"model {cfg.name!r} was registered without from_config: it cannot be built from a config")
+        raise ValueError(
+            f"model {cfg.name!r} was registered without from_config: it cannot be built from a config"
+        )
     return entry.from_config(cfg, int(n))

@@ -48,11 +48,14 @@ def reg_coefficient(k: float, n: int, form: str = "code") -> float:
     raise ValueError(f"regulariser form must be 'code' or 'paper', got {form!r}")
 
 
-def vdroppath_regularizer(logits: torch.Tensor, weight_sq_norms: torch.Tensor, k: float, n: int,
-                          form: str = "code") -> torch.Tensor:
+def vdroppath_regularizer(
+    logits: torch.Tensor, weight_sq_norms: torch.Tensor, k: float, n: int, form: str = "code"
+) -> torch.Tensor:
     """Scalar regulariser; ``logits`` and ``weight_sq_norms`` are same-shape tensors, one entry per path."""
     if logits.shape != weight_sq_norms.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and weight norms {tuple(weight_sq_norms.shape)} differ in shape")
+        raise ValueError(
+            f"logits {tuple(logits.shape)} and weight norms {tuple(weight_sq_norms.shape)} differ in shape"
+        )
     coef = reg_coefficient(k, n, form)
     p = torch.sigmoid(logits)
     q = torch.sigmoid(-logits)  # 1 - p, exact near p = 1

@@ -47,8 +47,9 @@ def _projection(in_channels: int, out_channels: int, stride: int, impl: str) -> 
     """ResNet shortcut: identity, or Conv 1x1x1 (spatial stride) - BN when the shape changes."""
     if stride == 1 and in_channels == out_channels:
         return nn.Identity()
-    return nn.Sequential(OrderedDict(conv=conv1x1x1(in_channels, out_channels, stride, impl=impl),
-                                     norm=_bn(out_channels)))
+    return nn.Sequential(
+        OrderedDict(conv=conv1x1x1(in_channels, out_channels, stride, impl=impl), norm=_bn(out_channels))
+    )
 
 
 class BasicSlot(BlockSlot):
@@ -57,17 +58,44 @@ class BasicSlot(BlockSlot):
     kind = "basic"
     expansion = 1
 
-    def __init__(self, name: str, in_channels: int, planes: int, stride: int, drop_init: float, temperature: float,
-                 impl: str, groups: int = 1, width_per_group: int = 64) -> None:
+    def __init__(
+        self,
+        name: str,
+        in_channels: int,
+        planes: int,
+        stride: int,
+        drop_init: float,
+        temperature: float,
+        impl: str,
+        groups: int = 1,
+        width_per_group: int = 64,
+    ) -> None:
         if groups != 1 or width_per_group != 64:
             raise ValueError("the basic block has no groups / width_per_group")
         path_s = _conv_path(conv1xkxk(in_channels, planes, 3, stride, impl=impl))
         path_t = _conv_path(FactorConv3d(in_channels, planes, 3, (1, stride, stride), 1, impl=impl))
-        branch = nn.Sequential(OrderedDict(
-            norm1=_bn(planes), relu1=nn.ReLU(inplace=True), conv2=conv1xkxk(planes, planes, 3, impl=impl),
-            norm2=_bn(planes)))
-        super().__init__(name, path_s, path_t, branch, _projection(in_channels, planes, stride, impl), True, True,
-                         in_channels, planes, stride, drop_init, temperature)
+        branch = nn.Sequential(
+            OrderedDict(
+                norm1=_bn(planes),
+                relu1=nn.ReLU(inplace=True),
+                conv2=conv1xkxk(planes, planes, 3, impl=impl),
+                norm2=_bn(planes),
+            )
+        )
+        super().__init__(
+            name,
+            path_s,
+            path_t,
+            branch,
+            _projection(in_channels, planes, stride, impl),
+            True,
+            True,
+            in_channels,
+            planes,
+            stride,
+            drop_init,
+            temperature,
+        )
 
 
 class BottleneckSlot(BlockSlot):
@@ -76,18 +104,45 @@ class BottleneckSlot(BlockSlot):
     kind = "bottleneck"
     expansion = 4
 
-    def __init__(self, name: str, in_channels: int, planes: int, stride: int, drop_init: float, temperature: float,
-                 impl: str, groups: int = 1, width_per_group: int = 64) -> None:
+    def __init__(
+        self,
+        name: str,
+        in_channels: int,
+        planes: int,
+        stride: int,
+        drop_init: float,
+        temperature: float,
+        impl: str,
+        groups: int = 1,
+        width_per_group: int = 64,
+    ) -> None:
         width = groups * max(1, int(planes * width_per_group / 64))
         out = planes * self.expansion
-        branch = nn.Sequential(OrderedDict(
-            norm1=_bn(width), relu1=nn.ReLU(inplace=True),
-            conv2=conv1xkxk(width, width, 3, stride, impl=impl, groups=groups), norm2=_bn(width),
-            relu2=nn.ReLU(inplace=True), conv3=conv1x1x1(width, out, impl=impl), norm3=_bn(out)))
-        super().__init__(name, _conv_path(conv1x1x1(in_channels, width, impl=impl)),
-                         _conv_path(conv3x1x1(in_channels, width, impl=impl)), branch,
-                         _projection(in_channels, out, stride, impl), True, True, in_channels, out, stride,
-                         drop_init, temperature)
+        branch = nn.Sequential(
+            OrderedDict(
+                norm1=_bn(width),
+                relu1=nn.ReLU(inplace=True),
+                conv2=conv1xkxk(width, width, 3, stride, impl=impl, groups=groups),
+                norm2=_bn(width),
+                relu2=nn.ReLU(inplace=True),
+                conv3=conv1x1x1(width, out, impl=impl),
+                norm3=_bn(out),
+            )
+        )
+        super().__init__(
+            name,
+            _conv_path(conv1x1x1(in_channels, width, impl=impl)),
+            _conv_path(conv3x1x1(in_channels, width, impl=impl)),
+            branch,
+            _projection(in_channels, out, stride, impl),
+            True,
+            True,
+            in_channels,
+            out,
+            stride,
+            drop_init,
+            temperature,
+        )
         self.width = width
         self.groups = groups
 
@@ -99,10 +154,24 @@ def _round(c: float) -> int:
 class SlotResNet(Backbone):
     """A 3D ResNet / ResNeXt whose every block is a slot (see the module docstring)."""
 
-    def __init__(self, name: str, block: str, layers: Sequence[int], num_classes: int, groups: int = 1,
-                 width_per_group: int = 64, width_mult: float = 1.0, dropout: float | None = None,
-                 drop_init: float = 0.1, temperature: float = 0.2, conv_impl: str = "auto", in_channels: int = 3,
-                 zero_init_residual: bool = False, stem_stride: int = 2, stem_pool: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        block: str,
+        layers: Sequence[int],
+        num_classes: int,
+        groups: int = 1,
+        width_per_group: int = 64,
+        width_mult: float = 1.0,
+        dropout: float | None = None,
+        drop_init: float = 0.1,
+        temperature: float = 0.2,
+        conv_impl: str = "auto",
+        in_channels: int = 3,
+        zero_init_residual: bool = False,
+        stem_stride: int = 2,
+        stem_pool: bool = True,
+    ) -> None:
         super().__init__()
         dropout = 0.5 if dropout is None else float(dropout)
         _check_common(num_classes, width_mult, dropout)
@@ -112,9 +181,12 @@ class SlotResNet(Backbone):
         self.groups, self.width_per_group = groups, width_per_group
         c = _round(64 * width_mult)
         stem: OrderedDict[str, nn.Module] = OrderedDict(
-            conv=nn.Conv3d(in_channels, c, (5, 7, 7), stride=(1, stem_stride, stem_stride), padding=(2, 3, 3),
-                           bias=False),
-            norm=_bn(c), relu=nn.ReLU(inplace=True))
+            conv=nn.Conv3d(
+                in_channels, c, (5, 7, 7), stride=(1, stem_stride, stem_stride), padding=(2, 3, 3), bias=False
+            ),
+            norm=_bn(c),
+            relu=nn.ReLU(inplace=True),
+        )
         if stem_pool:
             stem["pool"] = nn.MaxPool3d(kernel_size=3, stride=(1, 2, 2), padding=1)
         stem = nn.Sequential(stem)
@@ -124,11 +196,26 @@ class SlotResNet(Backbone):
             blocks = OrderedDict()
             for j in range(1, n_blocks + 1):
                 stride = 2 if (i > 1 and j == 1) else 1
-                blocks[f"block{j}"] = block_cls(f"layer{i}.block{j}", c, planes, stride, drop_init, temperature,
-                                                conv_impl, groups, width_per_group)
+                blocks[f"block{j}"] = block_cls(
+                    f"layer{i}.block{j}",
+                    c,
+                    planes,
+                    stride,
+                    drop_init,
+                    temperature,
+                    conv_impl,
+                    groups,
+                    width_per_group,
+                )
                 c = blocks[f"block{j}"].out_channels
             stages.append(nn.Sequential(blocks))
         self.feature_channels = c
-        head = nn.Sequential(OrderedDict(pool=nn.AdaptiveAvgPool3d(1), flatten=nn.Flatten(1),
-                                         dropout=nn.Dropout(dropout), fc=nn.Linear(c, num_classes)))
+        head = nn.Sequential(
+            OrderedDict(
+                pool=nn.AdaptiveAvgPool3d(1),
+                flatten=nn.Flatten(1),
+                dropout=nn.Dropout(dropout),
+                fc=nn.Linear(c, num_classes),
+            )
+        )
         self._finish(stem, stages, head, zero_init_residual)

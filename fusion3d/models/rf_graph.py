@@ -63,8 +63,9 @@ class NoReceptiveField(TypeError):
 
     def __init__(self, network: Any) -> None:
         name = network if isinstance(network, str) else type(network).__name__
-        super().__init__(f"network {name} has no receptive-field description: it defines no "
-                         "rf_graph(strategy) method")
+        super().__init__(
+            f"network {name} has no receptive-field description: it defines no rf_graph(strategy) method"
+        )
         self.network = name
 
 
@@ -93,7 +94,11 @@ class Op:
         k = _triple(self.kernel, "kernel")
         s = _triple(self.stride, "stride")
         d = _triple(self.dilation, "dilation")
-        p = tuple((kk - 1) * dd // 2 for kk, dd in zip(k, d)) if self.padding is None else _triple(self.padding, "padding")
+        p = (
+            tuple((kk - 1) * dd // 2 for kk, dd in zip(k, d))
+            if self.padding is None
+            else _triple(self.padding, "padding")
+        )
         if min(k) < 1 or min(s) < 1 or min(d) < 1 or min(p) < 0:
             raise ValueError(f"invalid op: kernel {k}, stride {s}, dilation {d}, padding {p}")
         object.__setattr__(self, "kernel", k)
@@ -108,8 +113,13 @@ class Op:
         pad = getattr(m, "padding", 0)
         if isinstance(pad, str):
             raise ValueError(f"string padding {pad!r} is not supported; use explicit padding")
-        return cls(kernel=m.kernel_size, stride=m.stride if m.stride is not None else m.kernel_size, dilation=d,
-                   padding=pad, name=type(m).__name__)
+        return cls(
+            kernel=m.kernel_size,
+            stride=m.stride if m.stride is not None else m.kernel_size,
+            dilation=d,
+            padding=pad,
+            name=type(m).__name__,
+        )
 
 
 def _as_branch(b: Any) -> tuple:
@@ -168,10 +178,16 @@ def merge_axis(branches: Sequence[AxisRF]) -> AxisRF:
     """The ``Par`` rule: hull of the branches (lo = min, hi = max), r_min = min; jumps must agree."""
     jumps = {b.jump for b in branches}
     if len(jumps) != 1:
-        raise ValueError(f"parallel branches end with different jumps {sorted(jumps)}: their outputs cannot be "
-                         "summed or concatenated position by position")
-    return AxisRF(min(b.lo for b in branches), max(b.hi for b in branches), branches[0].jump,
-                  min(b.r_min for b in branches))
+        raise ValueError(
+            f"parallel branches end with different jumps {sorted(jumps)}: their outputs cannot be "
+            "summed or concatenated position by position"
+        )
+    return AxisRF(
+        min(b.lo for b in branches),
+        max(b.hi for b in branches),
+        branches[0].jump,
+        min(b.r_min for b in branches),
+    )
 
 
 @dataclass(frozen=True)

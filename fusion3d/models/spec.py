@@ -27,18 +27,28 @@ def _f(default: Any, help: str) -> Any:
 # are fusion slots (METHOD.md section 8; registered by fusion3d.models.backbones), as registered when
 # this module is first imported. The paper's DenseNet-121 backbone is the template preset
 # "densenet121_3d", not a backbone.
-PRESETS: dict[str, dict[str, Any]] = {name: copy.deepcopy(dict(model_entry(name).defaults))
-                                     for name in list_models("preset")}
+PRESETS: dict[str, dict[str, Any]] = {
+    name: copy.deepcopy(dict(model_entry(name).defaults)) for name in list_models("preset")
+}
 BACKBONES: tuple[str, ...] = tuple(list_models("backbone"))
 
 # Every name ``model.name`` accepts: the registered models (the config layer checks values against it).
 ModelName = Literal[tuple(list_models())]  # type: ignore[valid-type]
-_NAME_HELP = ("a registered model (fusion3d.models.list_models()): a template preset, "
-              + ", ".join(f"{n} ({model_entry(n).description})" for n in PRESETS)
-              + "; or a backbone with a slot per block: " + ", ".join(BACKBONES))
+_NAME_HELP = (
+    "a registered model (fusion3d.models.list_models()): a template preset, "
+    + ", ".join(f"{n} ({model_entry(n).description})" for n in PRESETS)
+    + "; or a backbone with a slot per block: "
+    + ", ".join(BACKBONES)
+)
 
 # Keys that only shape the template; setting one together with a backbone name is an error.
-TEMPLATE_ONLY_KEYS: tuple[str, ...] = ("growth", "bottleneck_factor", "blocks", "stem_channels", "stem_kernel")
+TEMPLATE_ONLY_KEYS: tuple[str, ...] = (
+    "growth",
+    "bottleneck_factor",
+    "blocks",
+    "stem_channels",
+    "stem_kernel",
+)
 # stem_stride and stem_pool also shape a backbone's stem (small inputs: stride 1, no pool); MobileNetV2
 # has no stem pool, so stem_pool=true/false is refused for it by the backbone constructor.
 
@@ -71,51 +81,83 @@ class ModelConfig:
     bottleneck_factor: int = _f(0, "S/T path width = bottleneck_factor * growth; 0 = the preset's value")
     blocks: list = _f([], "dense layers per block, e.g. [6, 12, 24, 16]; [] = the preset's value")
     stem_channels: int = _f(0, "output channels of the stem conv; 0 = the preset's value")
-    stem_kernel: list = _f([], "stem conv kernel [kt, kh, kw] (odd sizes, 'same' padding); [] = the preset's value")
-    stem_stride: int = _f(0, "spatial stride of the stem conv (temporal stride is always 1); 0 = the preset's / "
-                                   "backbone's value (2); 1 suits small inputs")
-    stem_pool: bool | None = _f(None, "MaxPool 3x3x3 stride (1,2,2) after the stem conv; null = the preset's / "
-                                          "backbone's value (ResNets: true)")
+    stem_kernel: list = _f(
+        [], "stem conv kernel [kt, kh, kw] (odd sizes, 'same' padding); [] = the preset's value"
+    )
+    stem_stride: int = _f(
+        0,
+        "spatial stride of the stem conv (temporal stride is always 1); 0 = the preset's / "
+        "backbone's value (2); 1 suits small inputs",
+    )
+    stem_pool: bool | None = _f(
+        None,
+        "MaxPool 3x3x3 stride (1,2,2) after the stem conv; null = the preset's / "
+        "backbone's value (ResNets: true)",
+    )
     dropout: float | None = _f(None, "dropout before the classifier; null = the preset's / backbone's value")
     width_mult: float = _f(1.0, "backbones only: multiplies every channel count (small widths for CPU runs)")
     num_classes: int = _f(0, "classifier outputs; 0 = take the number of classes from the dataset")
     drop_init: float = _f(0.1, "initial drop probability p of every S and T path (logit = log(p/(1-p)))")
     temperature: float = _f(0.2, "relaxed-Bernoulli temperature tau of the v-DropPath gates (fixed)")
-    depth_gate: bool = _f(False, "template only: a third v-DropPath gate per slot that drops the whole slot (unit "
-                                 "none); learns which layers are needed. Same drop_init and temperature")
-    conv_impl: Literal["auto", "conv3d", "conv2d"] = _f("auto", "how 3x1x1 / 1xkxk / 1x1x1 convs run: conv3d, conv2d (frames folded), auto")
-    strategy: str = _f("", "train one fixed strategy alone: S, ST or S+ST (every slot), a unit string "
-                           "'S|ST|...', or a strategy JSON file; empty: the template with v-DropPath")
+    depth_gate: bool = _f(
+        False,
+        "template only: a third v-DropPath gate per slot that drops the whole slot (unit "
+        "none); learns which layers are needed. Same drop_init and temperature",
+    )
+    conv_impl: Literal["auto", "conv3d", "conv2d"] = _f(
+        "auto", "how 3x1x1 / 1xkxk / 1x1x1 convs run: conv3d, conv2d (frames folded), auto"
+    )
+    strategy: str = _f(
+        "",
+        "train one fixed strategy alone: S, ST or S+ST (every slot), a unit string "
+        "'S|ST|...', or a strategy JSON file; empty: the template with v-DropPath",
+    )
 
 
 def check_model_config(cfg: ModelConfig) -> None:
     """Cross-key checks; raises ``ValueError`` naming the key (``model.<key>``)."""
     names = list_models()  # the registry now (a model registered after this module was imported included)
     if cfg.name not in names:
-        raise ValueError(f"config key 'model.name': {cfg.name!r} is not a registered model; choose one of "
-                         f"{', '.join(names)}")
+        raise ValueError(
+            f"config key 'model.name': {cfg.name!r} is not a registered model; choose one of "
+            f"{', '.join(names)}"
+        )
     defaults = ModelConfig()
     if model_entry(cfg.name).kind != "preset":
         for key in TEMPLATE_ONLY_KEYS:
             if getattr(cfg, key) != getattr(defaults, key):
-                raise ValueError(f"config key 'model.{key}' shapes the fusion template only; the backbone "
-                                 f"{cfg.name!r} does not take it (leave it at its default)")
+                raise ValueError(
+                    f"config key 'model.{key}' shapes the fusion template only; the backbone "
+                    f"{cfg.name!r} does not take it (leave it at its default)"
+                )
         if cfg.depth_gate:
-            raise ValueError(f"config key 'model.depth_gate' applies to the fusion template only; the backbone "
-                             f"{cfg.name!r} has no depth gate (leave it false)")
+            raise ValueError(
+                f"config key 'model.depth_gate' applies to the fusion template only; the backbone "
+                f"{cfg.name!r} has no depth gate (leave it false)"
+            )
     elif cfg.width_mult != 1.0:
-        raise ValueError(f"config key 'model.width_mult' applies to backbones only; the template preset "
-                         f"{cfg.name!r} is sized by growth / bottleneck_factor / blocks / stem_channels")
+        raise ValueError(
+            f"config key 'model.width_mult' applies to backbones only; the template preset "
+            f"{cfg.name!r} is sized by growth / bottleneck_factor / blocks / stem_channels"
+        )
     if not cfg.width_mult > 0.0:
         raise ValueError(f"config key 'model.width_mult' must be > 0, got {cfg.width_mult}")
     for key in ("growth", "bottleneck_factor", "stem_channels", "stem_stride", "num_classes"):
         if getattr(cfg, key) < 0:
-            raise ValueError(f"config key 'model.{key}' must be >= 0 (0 = preset's value), got {getattr(cfg, key)}")
+            raise ValueError(
+                f"config key 'model.{key}' must be >= 0 (0 = preset's value), got {getattr(cfg, key)}"
+            )
     if any((not isinstance(b, int)) or isinstance(b, bool) or b < 1 for b in cfg.blocks):
         raise ValueError(f"config key 'model.blocks' must be a list of positive ints, got {cfg.blocks!r}")
-    if cfg.stem_kernel and (len(cfg.stem_kernel) != 3 or any(
-            (not isinstance(k, int)) or isinstance(k, bool) or k < 1 or k % 2 == 0 for k in cfg.stem_kernel)):
-        raise ValueError(f"config key 'model.stem_kernel' must be 3 odd positive ints [kt, kh, kw], got {cfg.stem_kernel!r}")
+    if cfg.stem_kernel and (
+        len(cfg.stem_kernel) != 3
+        or any(
+            (not isinstance(k, int)) or isinstance(k, bool) or k < 1 or k % 2 == 0 for k in cfg.stem_kernel
+        )
+    ):
+        raise ValueError(
+            f"config key 'model.stem_kernel' must be 3 odd positive ints [kt, kh, kw], got {cfg.stem_kernel!r}"
+        )
     if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
         raise ValueError(f"config key 'model.dropout' must be in [0, 1), got {cfg.dropout}")
     if not 0.0 < cfg.drop_init < 1.0:
@@ -142,7 +184,14 @@ def resolve_arch(cfg: ModelConfig) -> Arch:
         p["stem_pool"] = bool(cfg.stem_pool)
     if cfg.dropout is not None:
         p["dropout"] = float(cfg.dropout)
-    return Arch(name=cfg.name, growth=int(p["growth"]), bottleneck=int(p["bottleneck_factor"] * p["growth"]),
-                blocks=tuple(int(b) for b in p["blocks"]), stem_channels=int(p["stem_channels"]),
-                stem_kernel=tuple(int(k) for k in p["stem_kernel"]),  # type: ignore[arg-type]
-                stem_stride=int(p["stem_stride"]), stem_pool=bool(p["stem_pool"]), dropout=float(p["dropout"]))
+    return Arch(
+        name=cfg.name,
+        growth=int(p["growth"]),
+        bottleneck=int(p["bottleneck_factor"] * p["growth"]),
+        blocks=tuple(int(b) for b in p["blocks"]),
+        stem_channels=int(p["stem_channels"]),
+        stem_kernel=tuple(int(k) for k in p["stem_kernel"]),  # type: ignore[arg-type]
+        stem_stride=int(p["stem_stride"]),
+        stem_pool=bool(p["stem_pool"]),
+        dropout=float(p["dropout"]),
+    )

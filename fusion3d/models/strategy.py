@@ -22,8 +22,18 @@ from fusion3d.models.units import FULL_UNIT, KEEP_TO_UNIT, UNIT_TO_KEEP, UNITS, 
 from fusion3d.utils import atomic_write_text
 
 # The unit vocabulary lives in ``fusion3d.models.units``; re-exported here (older imports).
-__all__ = ["KEEP_TO_UNIT", "UNIT_TO_KEEP", "UNITS", "Strategy", "StrategySpec", "as_strategy", "full_strategy",
-           "resolve_strategy", "strategy_or_full", "unit_from_keep"]
+__all__ = [
+    "KEEP_TO_UNIT",
+    "UNIT_TO_KEEP",
+    "UNITS",
+    "Strategy",
+    "StrategySpec",
+    "as_strategy",
+    "full_strategy",
+    "resolve_strategy",
+    "strategy_or_full",
+    "unit_from_keep",
+]
 
 
 @dataclass(frozen=True)
@@ -155,7 +165,9 @@ def _parse(spec: StrategySpec, num_slots: int) -> Strategy:
     """The strategy a spec names (a unit is widened to ``num_slots``); the length is checked by the caller."""
     if isinstance(spec, Strategy):
         return spec
-    if isinstance(spec, PathLike) or (isinstance(spec, str) and (spec.endswith(".json") or Path(spec).is_file())):
+    if isinstance(spec, PathLike) or (
+        isinstance(spec, str) and (spec.endswith(".json") or Path(spec).is_file())
+    ):
         path = Path(spec)
         if not path.is_file():
             raise FileNotFoundError(f"strategy file {str(path)!r} does not exist")
@@ -168,14 +180,18 @@ def _parse(spec: StrategySpec, num_slots: int) -> Strategy:
         if text in UNIT_TO_KEEP:
             return Strategy.uniform(text, num_slots)
         if not text:
-            raise ValueError(f"strategy {spec!r} is empty; expected a unit ({', '.join(UNITS)}), a unit string "
-                             "'S|ST|...' or a strategy JSON file")
+            raise ValueError(
+                f"strategy {spec!r} is empty; expected a unit ({', '.join(UNITS)}), a unit string "
+                "'S|ST|...' or a strategy JSON file"
+            )
         units = tuple(u.strip() for u in text.split("|"))
     elif isinstance(spec, Sequence) and not isinstance(spec, bytes):
         units = tuple(spec)
     else:
-        raise TypeError(f"strategy {spec!r}: expected a Strategy, a unit ({', '.join(UNITS)}), a unit string "
-                        f"'S|ST|...', a strategy JSON file or a sequence of units, got {type(spec).__name__}")
+        raise TypeError(
+            f"strategy {spec!r}: expected a Strategy, a unit ({', '.join(UNITS)}), a unit string "
+            f"'S|ST|...', a strategy JSON file or a sequence of units, got {type(spec).__name__}"
+        )
     try:
         return Strategy(units)
     except ValueError as e:
@@ -190,7 +206,9 @@ def as_strategy(value: StrategySpec, num_slots: int) -> Strategy:
     (``FileNotFoundError``)."""
     strategy = _parse(value, num_slots)
     if len(strategy) != num_slots:
-        raise ValueError(f"strategy {_describe(value)} has {len(strategy)} units, the model has {num_slots} slots")
+        raise ValueError(
+            f"strategy {_describe(value)} has {len(strategy)} units, the model has {num_slots} slots"
+        )
     return strategy
 
 

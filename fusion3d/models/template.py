@@ -79,22 +79,47 @@ from fusion3d.models.strategy import StrategySpec
 
 # ``build_model`` (now ``fusion3d.models.registry.build_model``) and ``channel_pool`` (now
 # ``fusion3d.models.network.channel_pool``) are re-exported here for older imports.
-__all__ = ["DenseBlock", "DenseSlot", "FusionTemplate", "Slot", "TransitionSlot", "build_model", "channel_pool"]
+__all__ = [
+    "DenseBlock",
+    "DenseSlot",
+    "FusionTemplate",
+    "Slot",
+    "TransitionSlot",
+    "build_model",
+    "channel_pool",
+]
 
 
 def _path(in_channels: int, out_channels: int, temporal: bool, impl: str) -> nn.Sequential:
-    conv = conv3x1x1(in_channels, out_channels, impl=impl) if temporal else conv1x1x1(in_channels, out_channels, impl=impl)
+    conv = (
+        conv3x1x1(in_channels, out_channels, impl=impl)
+        if temporal
+        else conv1x1x1(in_channels, out_channels, impl=impl)
+    )
     return nn.Sequential(OrderedDict(norm=nn.BatchNorm3d(in_channels), relu=nn.ReLU(inplace=True), conv=conv))
 
 
 class Slot(GatedSlot):
     """Base of the template's two slot kinds: pre-activation paths BN - ReLU - conv (1x1x1 / 3x1x1)."""
 
-    def __init__(self, name: str, in_channels: int, path_channels: int, drop_init: float, temperature: float,
-                 impl: str, depth_gate: bool = False) -> None:
-        super().__init__(name, _path(in_channels, path_channels, temporal=False, impl=impl),
-                         _path(in_channels, path_channels, temporal=True, impl=impl), drop_init, temperature,
-                         depth_gate=depth_gate)
+    def __init__(
+        self,
+        name: str,
+        in_channels: int,
+        path_channels: int,
+        drop_init: float,
+        temperature: float,
+        impl: str,
+        depth_gate: bool = False,
+    ) -> None:
+        super().__init__(
+            name,
+            _path(in_channels, path_channels, temporal=False, impl=impl),
+            _path(in_channels, path_channels, temporal=True, impl=impl),
+            drop_init,
+            temperature,
+            depth_gate=depth_gate,
+        )
         self.in_channels = in_channels
         self.path_channels = path_channels
 
@@ -104,12 +129,26 @@ class DenseSlot(Slot):
 
     kind = "dense"
 
-    def __init__(self, name: str, in_channels: int, bottleneck: int, growth: int, drop_init: float,
-                 temperature: float, impl: str, depth_gate: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        in_channels: int,
+        bottleneck: int,
+        growth: int,
+        drop_init: float,
+        temperature: float,
+        impl: str,
+        depth_gate: bool = False,
+    ) -> None:
         super().__init__(name, in_channels, bottleneck, drop_init, temperature, impl, depth_gate)
         self.out_channels = growth
-        self.shared = nn.Sequential(OrderedDict(norm=nn.BatchNorm3d(bottleneck), relu=nn.ReLU(inplace=True),
-                                                conv=conv1xkxk(bottleneck, growth, 3, impl=impl)))
+        self.shared = nn.Sequential(
+            OrderedDict(
+                norm=nn.BatchNorm3d(bottleneck),
+                relu=nn.ReLU(inplace=True),
+                conv=conv1xkxk(bottleneck, growth, 3, impl=impl),
+            )
+        )
 
     def computed_modules(self, keep_s: bool, keep_t: bool) -> list[nn.Module]:
         mods = super().computed_modules(keep_s, keep_t)
@@ -146,8 +185,15 @@ class TransitionSlot(Slot):
 
     kind = "transition"
 
-    def __init__(self, name: str, in_channels: int, drop_init: float, temperature: float, impl: str,
-                 depth_gate: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        in_channels: int,
+        drop_init: float,
+        temperature: float,
+        impl: str,
+        depth_gate: bool = False,
+    ) -> None:
         super().__init__(name, in_channels, in_channels // 2, drop_init, temperature, impl, depth_gate)
         self.out_channels = in_channels // 2
         self.pool = nn.AvgPool3d(kernel_size=(1, 2, 2), stride=(1, 2, 2))
@@ -199,8 +245,16 @@ class FusionTemplate(SlotNetwork):
     current one is ``gate_mode``.
     """
 
-    def __init__(self, arch: Arch, num_classes: int, drop_init: float = 0.1, temperature: float = 0.2,
-                 conv_impl: str = "auto", in_channels: int = 3, depth_gate: bool = False) -> None:
+    def __init__(
+        self,
+        arch: Arch,
+        num_classes: int,
+        drop_init: float = 0.1,
+        temperature: float = 0.2,
+        conv_impl: str = "auto",
+        in_channels: int = 3,
+        depth_gate: bool = False,
+    ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -211,8 +265,14 @@ class FusionTemplate(SlotNetwork):
         self.conv_impl = conv_impl
         kt, kh, kw = arch.stem_kernel
         stem: OrderedDict[str, nn.Module] = OrderedDict(
-            conv=nn.Conv3d(in_channels, arch.stem_channels, arch.stem_kernel, stride=(1, arch.stem_stride, arch.stem_stride),
-                           padding=(kt // 2, kh // 2, kw // 2), bias=False),
+            conv=nn.Conv3d(
+                in_channels,
+                arch.stem_channels,
+                arch.stem_kernel,
+                stride=(1, arch.stem_stride, arch.stem_stride),
+                padding=(kt // 2, kh // 2, kw // 2),
+                bias=False,
+            ),
             norm=nn.BatchNorm3d(arch.stem_channels),
             relu=nn.ReLU(inplace=True),
         )
@@ -226,8 +286,18 @@ class FusionTemplate(SlotNetwork):
         for b, n_layers in enumerate(arch.blocks, start=1):
             layers = []
             for i in range(1, n_layers + 1):
-                layers.append(DenseSlot(f"block{b}.layer{i}", c, arch.bottleneck, arch.growth, drop_init,
-                                        temperature, conv_impl, depth_gate))
+                layers.append(
+                    DenseSlot(
+                        f"block{b}.layer{i}",
+                        c,
+                        arch.bottleneck,
+                        arch.growth,
+                        drop_init,
+                        temperature,
+                        conv_impl,
+                        depth_gate,
+                    )
+                )
                 c += arch.growth
             features[f"block{b}"] = DenseBlock(layers)
             slots.extend(layers)
@@ -238,9 +308,16 @@ class FusionTemplate(SlotNetwork):
                 c = tr.out_channels
         self.features = nn.Sequential(features)
         self.feature_channels = c
-        self.head = nn.Sequential(OrderedDict(
-            norm=nn.BatchNorm3d(c), relu=nn.ReLU(inplace=True), pool=nn.AdaptiveAvgPool3d(1),
-            flatten=nn.Flatten(1), dropout=nn.Dropout(arch.dropout), fc=nn.Linear(c, num_classes)))
+        self.head = nn.Sequential(
+            OrderedDict(
+                norm=nn.BatchNorm3d(c),
+                relu=nn.ReLU(inplace=True),
+                pool=nn.AdaptiveAvgPool3d(1),
+                flatten=nn.Flatten(1),
+                dropout=nn.Dropout(arch.dropout),
+                fc=nn.Linear(c, num_classes),
+            )
+        )
         self._init_slots(slots)
         self.reset_parameters()
 
@@ -262,31 +339,50 @@ class FusionTemplate(SlotNetwork):
         block's running feature map after that layer (what the next layer sees); the head row is one
         position of the last feature map (the global average pool then mixes every position)."""
         units = self.rf_units(strategy)
-        return [*module_rf_nodes(self.stem), *rf_sequence(self.features.children(), units),
-                Mark("head", "", "head")]
+        return [
+            *module_rf_nodes(self.stem),
+            *rf_sequence(self.features.children(), units),
+            Mark("head", "", "head"),
+        ]
 
     def extra_repr(self) -> str:
         a = self.arch
-        return (f"preset={a.name}, blocks={list(a.blocks)}, growth={a.growth}, bottleneck={a.bottleneck}, "
-                f"slots={self.num_slots}, classes={self.num_classes}, gate_mode={self.gate_mode}, "
-                f"conv_impl={self.conv_impl}" + (", depth_gate=True" if self.depth_gate else ""))
+        return (
+            f"preset={a.name}, blocks={list(a.blocks)}, growth={a.growth}, bottleneck={a.bottleneck}, "
+            f"slots={self.num_slots}, classes={self.num_classes}, gate_mode={self.gate_mode}, "
+            f"conv_impl={self.conv_impl}" + (", depth_gate=True" if self.depth_gate else "")
+        )
 
     def summary(self) -> str:
         """One line per slot: index, name, kind, channels, unit in force, drop probabilities (and the
         depth gate's, ``p_D``, when the template has depth gates)."""
         a = self.arch
         conv = self.stem.conv
-        stem = (f"Conv {'x'.join(map(str, conv.kernel_size))} {conv.in_channels}->{conv.out_channels} "
-                f"stride {tuple(conv.stride)} - BN - ReLU" + (" - MaxPool 3x3x3 stride (1, 2, 2)" if a.stem_pool else ""))
+        stem = (
+            f"Conv {'x'.join(map(str, conv.kernel_size))} {conv.in_channels}->{conv.out_channels} "
+            f"stride {tuple(conv.stride)} - BN - ReLU"
+            + (" - MaxPool 3x3x3 stride (1, 2, 2)" if a.stem_pool else "")
+        )
         depth = self.depth_drop_probs()
-        lines = [f"FusionTemplate({self.extra_repr()})", f"  stem: {stem}",
-                 f"  {'slot':>4s}  {'name':<16s} {'kind':<10s} {'channels':<12s} {'unit':<5s} {'p_S':>6s} {'p_T':>6s}"
-                 + (f" {'p_D':>6s}" if depth is not None else "")]
+        lines = [
+            f"FusionTemplate({self.extra_repr()})",
+            f"  stem: {stem}",
+            f"  {'slot':>4s}  {'name':<16s} {'kind':<10s} {'channels':<12s} {'unit':<5s} {'p_S':>6s} {'p_T':>6s}"
+            + (f" {'p_D':>6s}" if depth is not None else ""),
+        ]
         probs = self.drop_probs().tolist()
         for i, (slot, (ps, pt)) in enumerate(zip(self._slots, probs)):
-            ch = f"{slot.in_channels}->+{slot.out_channels}" if slot.kind == "dense" else f"{slot.in_channels}->{slot.out_channels}"
-            lines.append(f"  {i:>4d}  {slot.name:<16s} {slot.kind:<10s} {ch:<12s} {slot.unit:<5s} {ps:6.3f} {pt:6.3f}"
-                         + (f" {float(depth[i]):6.3f}" if depth is not None else ""))
+            ch = (
+                f"{slot.in_channels}->+{slot.out_channels}"
+                if slot.kind == "dense"
+                else f"{slot.in_channels}->{slot.out_channels}"
+            )
+            lines.append(
+                f"  {i:>4d}  {slot.name:<16s} {slot.kind:<10s} {ch:<12s} {slot.unit:<5s} {ps:6.3f} {pt:6.3f}"
+                + (f" {float(depth[i]):6.3f}" if depth is not None else "")
+            )
         fc = self.head.fc
-        lines.append(f"  head: BN - ReLU - global avg pool - Dropout({a.dropout:g}) - Linear {fc.in_features}->{fc.out_features}")
+        lines.append(
+            f"  head: BN - ReLU - global avg pool - Dropout({a.dropout:g}) - Linear {fc.in_features}->{fc.out_features}"
+        )
         return "\n".join(lines)

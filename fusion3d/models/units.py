@@ -31,7 +31,11 @@ NONE_UNIT: str = KEEP_TO_UNIT[(False, False)]
 TEMPORAL_UNITS: tuple[str, ...] = tuple(u for u, (_, t) in UNIT_TO_KEEP.items() if t)
 
 # The canonical strategies (one unit everywhere), as (source name in strategies.csv, unit).
-CANONICAL: tuple[tuple[str, str], ...] = (("canonical_S", "S"), ("canonical_ST", "ST"), ("canonical_S+ST", "S+ST"))
+CANONICAL: tuple[tuple[str, str], ...] = (
+    ("canonical_S", "S"),
+    ("canonical_ST", "ST"),
+    ("canonical_S+ST", "S+ST"),
+)
 # Sources of strategies.csv that are not random draws.
 CANONICAL_SOURCES: tuple[str, ...] = (*(src for src, _ in CANONICAL), "most_probable")
 

@@ -30,11 +30,7 @@ def run_document(run: RunData) -> Document:
     depth = _section_depth(run)
     if depth is not None:
         sections.append(depth)
-    sections += [
-        _section_sampling(run),
-        _section_table2(run),
-        _section_validate(run),
-    ]
+    sections += [_section_sampling(run), _section_table2(run), _section_validate(run)]
     bench = section_bench(run)
     if bench is not None:
         sections.append(bench)

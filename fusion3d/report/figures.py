@@ -49,12 +49,7 @@ def _plot_epochs(axes, run: RunData) -> None:
     axes[0].plot(x, [r.get("ce") for r in ep], "--s", color="#C44E52", ms=3, label="cross-entropy")
     axes[1].plot(x, [r.get("reg") for r in ep], "-o", color="#8172B2", ms=3, label="regulariser")
     axes[2].plot(
-        x,
-        [r.get("train_acc") for r in ep],
-        "-o",
-        color="#55A868",
-        ms=3,
-        label="train acc (training batches)",
+        x, [r.get("train_acc") for r in ep], "-o", color="#55A868", ms=3, label="train acc (training batches)"
     )
     vx = [r["epoch"] for r in ep if _isnum(r.get("val_top1"))]
     if vx:
@@ -156,8 +151,13 @@ def depth_figure(run: RunData, path: Path) -> Path | None:
     if d is None:
         return None
     names = run.slot_names(len(d))
-    return plot_depth(d, names, path, redundant_runs=run.cka_runs() or [],
-                      title=f"Depth gate: P(slot kept) = 1 - p_D per slot ({run.name})")
+    return plot_depth(
+        d,
+        names,
+        path,
+        redundant_runs=run.cka_runs() or [],
+        title=f"Depth gate: P(slot kept) = 1 - p_D per slot ({run.name})",
+    )
 
 
 def training_png(run: RunData) -> Path | None:

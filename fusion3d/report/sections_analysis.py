@@ -49,9 +49,7 @@ def _marginals_table(run: RunData) -> Table:
             row.append(str(r.get(f"preferred_unit_{conv}", "–")))
         rows.append(row)
     head = ["slot"] + [
-        f"{h} ({conv})"
-        for conv in ("paper", "sampling")
-        for h in (*(f"P({u})" for u in UNITS), "preferred")
+        f"{h} ({conv})" for conv in ("paper", "sampling") for h in (*(f"P({u})" for u in UNITS), "preferred")
     ]
     return Table(
         head,
@@ -63,8 +61,13 @@ def _marginals_table(run: RunData) -> Table:
 
 def _section_marginals(run: RunData) -> Section:
     sec = Section("marginals", "Layer-level preference (Figure 4)")
-    imgs = _existing_images(run, (("figure4", "Figure 4, paper convention q = 1 - sqrt(p)"),
-                                  ("figure4_sampling", "Figure 4, sampling convention q = 1 - p")))
+    imgs = _existing_images(
+        run,
+        (
+            ("figure4", "Figure 4, paper convention q = 1 - sqrt(p)"),
+            ("figure4_sampling", "Figure 4, sampling convention q = 1 - p"),
+        ),
+    )
     if not imgs and run.marginals is None:
         sec.blocks.append(
             Missing(
@@ -116,11 +119,17 @@ def _depth_summary(kept, names: list[str], src: str) -> Para:
 
 def _depth_figures(run: RunData, png):
     cka_png = run.files.cka_within
-    depth_img = Img(png, "P(slot kept) per slot", "Bars: P(slot kept) per slot in depth order; dashed line "
-                    "at 0.5" + ("; shaded: CKA's redundant runs of slots." if run.cka_runs() else "."))
+    depth_img = Img(
+        png,
+        "P(slot kept) per slot",
+        "Bars: P(slot kept) per slot in depth order; dashed line "
+        "at 0.5" + ("; shaded: CKA's redundant runs of slots." if run.cka_runs() else "."),
+    )
     if cka_png.is_file():
-        return Figures([depth_img, Img(cka_png, "CKA within one strategy")],
-                       ["depth gate: P(slot kept)", "CKA within one strategy"])
+        return Figures(
+            [depth_img, Img(cka_png, "CKA within one strategy")],
+            ["depth gate: P(slot kept)", "CKA within one strategy"],
+        )
     return depth_img
 
 
@@ -132,8 +141,14 @@ def _depth_vs_cka(run: RunData, runs: list[list[str]], kept, names: list[str]) -
     for r in runs:
         qs = [kept[idx[x]] for x in r if x in idx]
         low = [x for x in r if x in idx and kept[idx[x]] < 0.5]
-        rows.append([", ".join(_code(x) for x in r), _prob(np.mean(qs)) if qs else "–",
-                     _prob(min(qs)) if qs else "–", ", ".join(_code(x) for x in low) or "none"])
+        rows.append(
+            [
+                ", ".join(_code(x) for x in r),
+                _prob(np.mean(qs)) if qs else "–",
+                _prob(min(qs)) if qs else "–",
+                ", ".join(_code(x) for x in low) or "none",
+            ]
+        )
     blocks = [
         Table(
             ["CKA redundant run", "mean P(slot kept)", "min P(slot kept)", "slots the depth gate drops"],
@@ -161,13 +176,25 @@ def _depth_marginals_table(p, d, names: list[str], runs: list[list[str]] | None)
     in_run: set[str] = {x for r in runs for x in r} if runs else set()
     m = depth_marginals(p, d, names)
     rows = [
-        [_code(r["slot"]), _prob(r["p_D"]), _prob(r["P_kept"]), _prob(r["P_none"]), str(r["preferred_unit"]),
-         ("yes" if r["slot"] in in_run else "no") if runs is not None else "–"]
+        [
+            _code(r["slot"]),
+            _prob(r["p_D"]),
+            _prob(r["P_kept"]),
+            _prob(r["P_none"]),
+            str(r["preferred_unit"]),
+            ("yes" if r["slot"] in in_run else "no") if runs is not None else "–",
+        ]
         for _, r in m.iterrows()
     ]
     return Table(
-        ["slot", "p_D", "P(slot kept)", "P(none), depth folded in", "preferred unit",
-         "in a CKA redundant run"],
+        [
+            "slot",
+            "p_D",
+            "P(slot kept)",
+            "P(none), depth folded in",
+            "preferred unit",
+            "in a CKA redundant run",
+        ],
         rows,
         "Sampling convention (q = 1 - p): P(none) = p_D + (1 - p_D) p_S p_T; the other units' "
         f"marginals are scaled by 1 - p_D; {DATA_FREE}.",
@@ -175,7 +202,7 @@ def _depth_marginals_table(p, d, names: list[str], runs: list[list[str]] | None)
 
 
 def _section_depth(run: RunData) -> Section | None:
-    """"Depth redundancy": the depth gates' P(slot kept) next to CKA's redundant runs (None without
+    """ "Depth redundancy": the depth gates' P(slot kept) next to CKA's redundant runs (None without
     depth gates)."""
     d, src = run.depth_probs()
     if d is None:
@@ -304,8 +331,16 @@ def _top_table(run: RunData) -> Table:
         )
     views = "; ".join(str(v) for v in top["views"].dropna().unique()) if "views" in top else run.views()
     return Table(
-        ["rank", "units per slot", "source", "top-1 before recal.", "top-1 after recal.", "top-5", "MACs",
-         "params"],
+        [
+            "rank",
+            "units per slot",
+            "source",
+            "top-1 before recal.",
+            "top-1 after recal.",
+            "top-5",
+            "MACs",
+            "params",
+        ],
         trows,
         f"{FILES['top']}, measured on: {views}; ranked by {_score_label(col)}.",
     )
@@ -366,8 +401,10 @@ def _section_sampling(run: RunData) -> Section:
         sec.blocks.append(missing)
     if run.top is not None and len(run.top):
         sec.blocks.append(_top_table(run))
-    imgs = _existing_images(run, (("acc_vs_macs", "accuracy vs MACs, Pareto front"),
-                                  ("acc_hist", "histogram of sampled accuracies")))
+    imgs = _existing_images(
+        run,
+        (("acc_vs_macs", "accuracy vs MACs, Pareto front"), ("acc_hist", "histogram of sampled accuracies")),
+    )
     if imgs:
         sec.blocks.append(Figures(imgs, [i.alt for i in imgs]))
         sec.blocks.append(Para(f"Both figures: {_score_label(col)}, measured on: {run.views()}."))

@@ -57,9 +57,15 @@ BACKBONES_HEADER = [
 
 def _retrain_cells(r) -> list[str]:
     """The cells every retrain table shows: strategy, top-1, top-5, MACs, params, epochs, views."""
-    return [_code(r.get("strategy")), _pct(r.get("top1")), _pct(r.get("top5")), _macs(r.get("macs")),
-            _params(r.get("params")), str(r.get("epochs", "–")),
-            str(r.get("measured_on", "measured on: not recorded"))]
+    return [
+        _code(r.get("strategy")),
+        _pct(r.get("top1")),
+        _pct(r.get("top5")),
+        _macs(r.get("macs")),
+        _params(r.get("params")),
+        str(r.get("epochs", "–")),
+        str(r.get("measured_on", "measured on: not recorded")),
+    ]
 
 
 def _table2_rows(run: RunData, t: pd.DataFrame | None = None) -> list[list[str]]:
@@ -79,13 +85,7 @@ def _table2_rows(run: RunData, t: pd.DataFrame | None = None) -> list[list[str]]
         label = str(r["label"])
         label = "Opt" if label == "opt" else label
         done = "" if str(r.get("complete", True)).lower() in ("true", "1") else " (**not finished**)"
-        rows.append(
-            [
-                f"**{label}**{done}",
-                *_retrain_cells(r),
-                _pct(s.get(col)) if s is not None else "–",
-            ]
-        )
+        rows.append([f"**{label}**{done}", *_retrain_cells(r), _pct(s.get(col)) if s is not None else "–"])
     return rows
 
 
@@ -324,9 +324,7 @@ def _cka_blocks(c: dict) -> list:
         blocks.append(Para(f"{FILES['cka']} lists no redundant run of slots{thr}."))
     if _isnum(c.get("between_diagonal_mean")):
         blocks.append(
-            Para(
-                f"Mean CKA between the two strategies at the same slot: {c['between_diagonal_mean']:.3f}."
-            )
+            Para(f"Mean CKA between the two strategies at the same slot: {c['between_diagonal_mean']:.3f}.")
         )
     where = c.get("views") or c.get("measured_on")
     if where:
@@ -348,10 +346,7 @@ def _section_diagnostics(run: RunData) -> Section | None:
         )
     cka_imgs = [
         Img(p, t)
-        for p, t in (
-            (f.cka_within, "CKA within one strategy"),
-            (f.cka_between, "CKA between two strategies"),
-        )
+        for p, t in ((f.cka_within, "CKA within one strategy"), (f.cka_between, "CKA between two strategies"))
         if p.is_file()
     ]
     if cka_imgs:

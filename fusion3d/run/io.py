@@ -33,8 +33,15 @@ REQUIRED_COLUMNS = {
     "retrain": {"label", "strategy"},
 }
 # The JSON files a run holds: RunData attribute -> role.
-JSON_FILES = {"summary": "summary", "sample": "sample", "analysis": "analysis", "opt_json": "opt",
-              "validate": "agreement", "cka": "cka", "bench": "bench"}
+JSON_FILES = {
+    "summary": "summary",
+    "sample": "sample",
+    "analysis": "analysis",
+    "opt_json": "opt",
+    "validate": "agreement",
+    "cka": "cka",
+    "bench": "bench",
+}
 
 
 def is_number(v) -> bool:

@@ -63,7 +63,16 @@ FILES: dict[str, str] = {
 DEPTH_PNG = FILES["depth"]  # the depth-gate figure (kept as a name: tests and scripts import it)
 
 # Files the analyze stage writes (in the order its summary lists them).
-ANALYZE_FILES = ("marginals", "figure4", "figure4_sampling", "acc_vs_macs", "acc_hist", "top", "opt", "analysis")
+ANALYZE_FILES = (
+    "marginals",
+    "figure4",
+    "figure4_sampling",
+    "acc_vs_macs",
+    "acc_hist",
+    "top",
+    "opt",
+    "analysis",
+)
 CKA_FILES = ("cka_csv", "cka_within", "cka_between", "cka")
 # Files whose presence marks a directory as a run (config alone is written first by train).
 RUN_MARKERS = ("config", "metrics", "summary")
@@ -157,12 +166,17 @@ class RunDir(_Folder):
 
     def shard_counts(self) -> list[int]:
         """Shard counts ``n`` of which some shard has finished."""
-        return sorted({int(p.name.split("of")[1].split(".")[0]) for p in self.path.glob("strategies.shard*of*.done")})
+        return sorted(
+            {int(p.name.split("of")[1].split(".")[0]) for p in self.path.glob("strategies.shard*of*.done")}
+        )
 
     def data_files(self) -> list[Path]:
         """The data files (json, csv, yaml) at the top of the run directory, by name."""
-        return sorted(f for f in self.path.iterdir() if f.is_file() and f.suffix in DATA_SUFFIXES
-                      and not f.name.startswith("."))
+        return sorted(
+            f
+            for f in self.path.iterdir()
+            if f.is_file() and f.suffix in DATA_SUFFIXES and not f.name.startswith(".")
+        )
 
 
 BENCH_FILES: dict[str, str] = {

@@ -50,15 +50,19 @@ def selection_cache(cfg, run_dir: str | Path, progress: bool = False):
     never measured on videos the template may have trained on."""
     fit, selection = load_splits(cfg.data, cfg.run.seed)
     if len(selection) == 0:
-        raise ValueError("the run has no selection split (data.selection_fraction = 0 and no data.selection_subset): "
-                         "strategies must be scored on videos the template never trained on")
+        raise ValueError(
+            "the run has no selection split (data.selection_fraction = 0 and no data.selection_subset): "
+            "strategies must be scored on videos the template never trained on"
+        )
     splits_file = RunDir(run_dir).splits
     if splits_file.is_file():
         recorded = json.loads(splits_file.read_text())
         if [r.path for r in selection.records] != recorded.get("selection"):
-            raise RuntimeError(f"the selection split rebuilt from the config differs from {splits_file} (the dataset "
-                               "changed since training?): refusing to score strategies on videos the template may have "
-                               "trained on")
+            raise RuntimeError(
+                f"the selection split rebuilt from the config differs from {splits_file} (the dataset "
+                "changed since training?): refusing to score strategies on videos the template may have "
+                "trained on"
+            )
     return fit, build_clip_cache(selection, cfg.data, progress=progress)
 
 
@@ -73,12 +77,20 @@ def recal_loader(cfg, fit, recal_clips: int | None = None, progress: bool = Fals
     """(loader, number of videos) of the fixed BatchNorm-recalibration clips: a seeded subset of the
     fit split (``recal_clips`` videos, default 200), one centre clip each, batches of
     ``train.batch_size`` (the batch size the template's statistics were trained at)."""
-    positions = recal_positions(len(fit), DEFAULT_RECAL_CLIPS if recal_clips is None else recal_clips, cfg.run.seed)
+    positions = recal_positions(
+        len(fit), DEFAULT_RECAL_CLIPS if recal_clips is None else recal_clips, cfg.run.seed
+    )
     if not positions:
-        raise ValueError("no fit videos for BatchNorm recalibration (recal_clips = 0?); pass recalibrate=False")
+        raise ValueError(
+            "no fit videos for BatchNorm recalibration (recal_clips = 0?); pass recalibrate=False"
+        )
     recal_cfg = dataclasses.replace(cfg.data, test_clips=1, test_crops=1)
-    ds = build_clip_cache(fit.subset(positions), recal_cfg, progress=progress).dataset(cfg.data.mean, cfg.data.std)
-    return make_loader(ds, batch_size=cfg.train.batch_size, num_workers=0, shuffle=False, seed=cfg.run.seed), len(ds)
+    ds = build_clip_cache(fit.subset(positions), recal_cfg, progress=progress).dataset(
+        cfg.data.mean, cfg.data.std
+    )
+    return make_loader(
+        ds, batch_size=cfg.train.batch_size, num_workers=0, shuffle=False, seed=cfg.run.seed
+    ), len(ds)
 
 
 def run_strategy_spec(run_dir: str | Path, spec: str) -> tuple[str, str]:
@@ -103,7 +115,9 @@ def run_strategy_spec(run_dir: str | Path, spec: str) -> tuple[str, str]:
     path = Path(spec)
     if path.is_file():
         return path.stem, str(Strategy.load(path))
-    raise ValueError(f"--strategy {spec!r}: expected S, ST, S+ST, opt, top:K or an existing strategy JSON file")
+    raise ValueError(
+        f"--strategy {spec!r}: expected S, ST, S+ST, opt, top:K or an existing strategy JSON file"
+    )
 
 
 def resolve_run_strategy(run_dir: str | Path, spec: str, model) -> tuple[Strategy, str]:

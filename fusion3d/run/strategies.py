@@ -20,10 +20,30 @@ import pandas as pd
 from fusion3d.run.layout import RunDir
 from fusion3d.utils import atomic_write_text, file_lock
 
-COLUMNS: tuple[str, ...] = ("strategy", "id", "source", "top1_before", "top5_before", "top1_after", "top5_after",
-                            "macs", "params", "n_S", "n_ST", "n_S+ST", "n_none", "views", "seconds",
-                            "rf_t_min", "rf_t_max", "rf_s_min", "rf_s_max")
-RF_COLUMNS: tuple[str, ...] = COLUMNS[-4:]  # static receptive field at the head (fusion3d.analysis.receptive_field)
+COLUMNS: tuple[str, ...] = (
+    "strategy",
+    "id",
+    "source",
+    "top1_before",
+    "top5_before",
+    "top1_after",
+    "top5_after",
+    "macs",
+    "params",
+    "n_S",
+    "n_ST",
+    "n_S+ST",
+    "n_none",
+    "views",
+    "seconds",
+    "rf_t_min",
+    "rf_t_max",
+    "rf_s_min",
+    "rf_s_max",
+)
+RF_COLUMNS: tuple[str, ...] = COLUMNS[
+    -4:
+]  # static receptive field at the head (fusion3d.analysis.receptive_field)
 OLD_COLUMNS: tuple[str, ...] = COLUMNS[:-4]  # files written before the receptive-field columns existed
 STRING_COLUMNS = {"id": str, "strategy": str}
 
@@ -52,7 +72,9 @@ def read_strategies(path: str | Path, repair: bool = False) -> pd.DataFrame:
         df = pd.read_csv(io.BytesIO(data), dtype=STRING_COLUMNS)
         return df.assign(**{c: np.nan for c in RF_COLUMNS})
     if tuple(header) != COLUMNS:
-        raise RuntimeError(f"{path} has columns {header}, expected {list(COLUMNS)}; move it away to start over")
+        raise RuntimeError(
+            f"{path} has columns {header}, expected {list(COLUMNS)}; move it away to start over"
+        )
     return pd.read_csv(io.BytesIO(data), dtype=STRING_COLUMNS)
 
 
@@ -78,8 +100,13 @@ class RowWriter:
 
     def __init__(self, path: Path):
         self._locks = ExitStack()
-        self._locks.enter_context(file_lock(path.with_name(f".{path.name}.lock"), blocking=False,
-                                            busy=f"another process is sampling into {path}; wait for it to finish"))
+        self._locks.enter_context(
+            file_lock(
+                path.with_name(f".{path.name}.lock"),
+                blocking=False,
+                busy=f"another process is sampling into {path}; wait for it to finish",
+            )
+        )
         self.fh = open(path, "a", newline="")  # noqa: SIM115 - closed in close()
 
     def ensure_header(self) -> None:

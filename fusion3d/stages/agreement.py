@@ -40,8 +40,13 @@ from fusion3d.utils import atomic_write_text, save_figure
 # ----------------------------------------------------------------------------- statistics (pure)
 
 
-def rank_agreement(df: pd.DataFrame, target: str = "standalone_top1", permutations: int = 10000,
-                   seed: int = 0, n_boot: int = 2000) -> dict:
+def rank_agreement(
+    df: pd.DataFrame,
+    target: str = "standalone_top1",
+    permutations: int = 10000,
+    seed: int = 0,
+    n_boot: int = 2000,
+) -> dict:
     """tau and rho of each predictor column (``top1_after``, ``top1_before``, ``macs``) vs ``target``,
     with p-values (exact over every permutation for n <= 8, else seeded Monte Carlo), bootstrap 95%
     intervals, and a plain-words warning when ``n`` strategies cannot support a conclusion.
@@ -67,11 +72,15 @@ def rank_agreement(df: pd.DataFrame, target: str = "standalone_top1", permutatio
 def power_warning(n: int, tau_critical: float | None) -> str | None:
     """A sentence when ``n`` strategies are too few for a rank correlation to mean much, else None."""
     if n < 5:
-        return (f"with {n} strategies no Kendall tau can reach p < 0.05: the numbers describe these strategies "
-                "and support no conclusion; train more (--num 12 or more)")
+        return (
+            f"with {n} strategies no Kendall tau can reach p < 0.05: the numbers describe these strategies "
+            "and support no conclusion; train more (--num 12 or more)"
+        )
     if n < 12:
-        return (f"with {n} strategies only |tau| >= {tau_critical:.2f} reaches p < 0.05, and the 95% intervals span "
-                "about one unit: read the intervals, not the point values; --num 12 or more narrows them")
+        return (
+            f"with {n} strategies only |tau| >= {tau_critical:.2f} reaches p < 0.05, and the 95% intervals span "
+            "about one unit: read the intervals, not the point values; --num 12 or more narrows them"
+        )
     return None
 
 
@@ -84,7 +93,9 @@ def plot_validation(df: pd.DataFrame, stats: dict, path: Path, measured_on: str)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.4))
     y = df["standalone_top1"]
     if "top1_before" in df and df["top1_before"].notna().any():
-        ax.scatter(df["top1_before"], y, facecolors="none", edgecolors="tab:gray", label="template, before BN recal.")
+        ax.scatter(
+            df["top1_before"], y, facecolors="none", edgecolors="tab:gray", label="template, before BN recal."
+        )
         if "top1_after" in df and df["top1_after"].notna().any():
             for xb, xa, yy in zip(df["top1_before"], df["top1_after"], y):
                 ax.plot([xb, xa], [yy, yy], color="0.8", lw=0.8, zorder=0)
@@ -97,8 +108,10 @@ def plot_validation(df: pd.DataFrame, stats: dict, path: Path, measured_on: str)
         v = stats.get(key)
         return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:+.2f}"
 
-    ax.set_title(f"tau after {fmt('kendall_tau_after')}, before {fmt('kendall_tau_before')}  "
-                 f"(n = {stats['n']})", fontsize=10)
+    ax.set_title(
+        f"tau after {fmt('kendall_tau_after')}, before {fmt('kendall_tau_before')}  (n = {stats['n']})",
+        fontsize=10,
+    )
     ax.legend(fontsize=8, loc="lower right")
     bx.scatter(df["macs"] / 1e6, y, color="tab:orange")
     bx.set_xlabel("MMACs per clip")
@@ -116,8 +129,9 @@ def _retrain_one(run_dir: str, spec: str, overrides: list[str]) -> dict:
     return run_retrain(run_dir, spec, overrides)
 
 
-def run_validate(run_dir: str | Path, num: int = 8, workers: int = 1, overrides: list[str] = (),
-                 permutations: int = 10000) -> dict:
+def run_validate(
+    run_dir: str | Path, num: int = 8, workers: int = 1, overrides: list[str] = (), permutations: int = 10000
+) -> dict:
     """Train ``num`` strategies spread over the template scores alone and measure rank agreement.
     ``workers`` retrains run in parallel processes (each with the run's ``run.threads``)."""
     run = RunDir(run_dir)
@@ -153,8 +167,9 @@ def run_validate(run_dir: str | Path, num: int = 8, workers: int = 1, overrides:
         todo.append(str(path))
     if todo:
         if workers > 1 and len(todo) > 1:
-            with ProcessPoolExecutor(max_workers=min(int(workers), len(todo)),
-                                     mp_context=multiprocessing.get_context("spawn")) as pool:
+            with ProcessPoolExecutor(
+                max_workers=min(int(workers), len(todo)), mp_context=multiprocessing.get_context("spawn")
+            ) as pool:
                 for f in [pool.submit(_retrain_one, str(run_dir), spec, list(overrides)) for spec in todo]:
                     f.result()
         else:
@@ -168,15 +183,32 @@ def run_validate(run_dir: str | Path, num: int = 8, workers: int = 1, overrides:
     picked["standalone_top1"] = [float(done.loc[i, "top1"]) for i in picked["id"]]
     picked["standalone_top5"] = [float(done.loc[i, "top5"]) for i in picked["id"]]
     picked["retrain_label"] = [str(done.loc[i, "label"]) for i in picked["id"]]
-    measured_on = (f"template: {picked['views'].iloc[0]}; trained alone: {done.loc[picked['id'].iloc[0], 'measured_on']}")
+    measured_on = (
+        f"template: {picked['views'].iloc[0]}; trained alone: {done.loc[picked['id'].iloc[0], 'measured_on']}"
+    )
     stats = rank_agreement(picked, permutations=permutations)
-    cols = ["id", "strategy", "source", "top1_before", "top1_after", "macs", "params", "standalone_top1",
-            "standalone_top5", "retrain_label"]
+    cols = [
+        "id",
+        "strategy",
+        "source",
+        "top1_before",
+        "top1_after",
+        "macs",
+        "params",
+        "standalone_top1",
+        "standalone_top5",
+        "retrain_label",
+    ]
     atomic_write_text(run.agreement_csv, picked[cols].to_csv(index=False))
-    result = {**stats, "score_column": score, "measured_on": measured_on, "strategies": picked["id"].tolist(),
-              "permutations": int(permutations),
-              "p_value_method": "two-sided permutation test: exact over every permutation for n <= 8, else "
-                                "seeded Monte Carlo (seed 0)"}
+    result = {
+        **stats,
+        "score_column": score,
+        "measured_on": measured_on,
+        "strategies": picked["id"].tolist(),
+        "permutations": int(permutations),
+        "p_value_method": "two-sided permutation test: exact over every permutation for n <= 8, else "
+        "seeded Monte Carlo (seed 0)",
+    }
     result = json.loads(json.dumps(result, default=float).replace("NaN", "null"))
     atomic_write_text(run.agreement, json.dumps(result, indent=1) + "\n")
     plot_validation(picked, stats, run.agreement_scatter, measured_on)
@@ -188,8 +220,9 @@ def run_validate(run_dir: str | Path, num: int = 8, workers: int = 1, overrides:
 
 def command(args) -> int:
     t0 = time.time()
-    r = run_validate(args.run, num=args.num, workers=args.workers, overrides=args.overrides,
-                     permutations=args.permutations)
+    r = run_validate(
+        args.run, num=args.num, workers=args.workers, overrides=args.overrides, permutations=args.permutations
+    )
 
     def f(key):
         v = r.get(key)
@@ -200,10 +233,14 @@ def command(args) -> int:
         return f"{v:+.3f}{ci} (p {r['p_values'].get(key, float('nan')):.3f})"
 
     print(f"{r['n']} strategies trained alone in {time.time() - t0:.1f}s; {r['measured_on']}")
-    print(f"  Kendall tau  template after BN recal {f('kendall_tau_after')}, before {f('kendall_tau_before')}, "
-          f"MACs only {f('kendall_tau_flops')}")
-    print(f"  Spearman rho template after BN recal {f('spearman_rho_after')}, before {f('spearman_rho_before')}, "
-          f"MACs only {f('spearman_rho_flops')}")
+    print(
+        f"  Kendall tau  template after BN recal {f('kendall_tau_after')}, before {f('kendall_tau_before')}, "
+        f"MACs only {f('kendall_tau_flops')}"
+    )
+    print(
+        f"  Spearman rho template after BN recal {f('spearman_rho_after')}, before {f('spearman_rho_before')}, "
+        f"MACs only {f('spearman_rho_flops')}"
+    )
     if r.get("warning"):
         print(f"  warning: {r['warning']}")
     run = RunDir(args.run)

@@ -91,8 +91,13 @@ def _stats(values: pd.Series) -> dict:
     v = values.dropna().to_numpy(dtype=float)
     if not len(v):
         return {"count": 0}
-    return {"count": int(len(v)), "mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()),
-            "max": float(v.max())}
+    return {
+        "count": int(len(v)),
+        "mean": float(v.mean()),
+        "std": float(v.std()),
+        "min": float(v.min()),
+        "max": float(v.max()),
+    }
 
 
 def _row_summary(row: pd.Series) -> dict:
@@ -105,7 +110,9 @@ def _row_summary(row: pd.Series) -> dict:
     return out
 
 
-def run_analyze(run_dir: str | Path, top_k: int = 10, cka: bool = False, cka_options: dict | None = None) -> dict:
+def run_analyze(
+    run_dir: str | Path, top_k: int = 10, cka: bool = False, cka_options: dict | None = None
+) -> dict:
     """Write the analysis files of a sampled run (see the module docstring); returns ``analysis.json``.
     ``cka``: also measure layer-by-layer representation similarity (``fusion3d.analysis.cka.run_cka``, with
     ``cka_options``), after ``opt_strategy.json`` is written."""
@@ -119,12 +126,17 @@ def run_analyze(run_dir: str | Path, top_k: int = 10, cka: bool = False, cka_opt
 
     score = "top1_after" if df["top1_after"].notna().any() else "top1_before"
     top5 = score.replace("top1", "top5")
-    ranked = df.assign(_score=df[score].fillna(-np.inf)).sort_values(
-        ["_score", "macs", "id"], ascending=[False, True, True], kind="stable").drop(columns="_score")
+    ranked = (
+        df.assign(_score=df[score].fillna(-np.inf))
+        .sort_values(["_score", "macs", "id"], ascending=[False, True, True], kind="stable")
+        .drop(columns="_score")
+    )
     opt_row = ranked.iloc[0]
     opt = Strategy.from_string(opt_row["strategy"])
     if len(opt) != len(slot_names):
-        raise ValueError(f"strategies.csv holds {len(opt)}-slot strategies, the template has {len(slot_names)} slots")
+        raise ValueError(
+            f"strategies.csv holds {len(opt)}-slot strategies, the template has {len(slot_names)} slots"
+        )
     opt.save(run.opt, slot_names)
 
     top = ranked.head(top_k).reset_index(drop=True)
@@ -132,10 +144,20 @@ def run_analyze(run_dir: str | Path, top_k: int = 10, cka: bool = False, cka_opt
     atomic_write_text(run.top, top.to_csv(index=False))
 
     front_pos = pareto_front(df["macs"].to_numpy(dtype=float), df[score].to_numpy(dtype=float))
-    figure4(marg, opt, "paper", run.figure4,
-             "Unit marginals per slot, paper convention (q = 1 - sqrt(p), Eq. 7); markers: Opt strategy")
-    figure4(marg, opt, "sampling", run.figure4_sampling,
-             "Unit marginals per slot, sampling convention (q = 1 - p); markers: Opt strategy")
+    figure4(
+        marg,
+        opt,
+        "paper",
+        run.figure4,
+        "Unit marginals per slot, paper convention (q = 1 - sqrt(p), Eq. 7); markers: Opt strategy",
+    )
+    figure4(
+        marg,
+        opt,
+        "sampling",
+        run.figure4_sampling,
+        "Unit marginals per slot, sampling convention (q = 1 - p); markers: Opt strategy",
+    )
     acc_vs_macs(df, score, front_pos, opt.id, run.acc_vs_macs)
     acc_hist(df, score, run.acc_hist)
     rf = _receptive_field(df, model, score, run_dir)
@@ -153,19 +175,27 @@ def run_analyze(run_dir: str | Path, top_k: int = 10, cka: bool = False, cka_opt
         "sampled": int(len(sampled)),
         "opt": {**_row_summary(opt_row), "units": list(opt.units)},
         "best_sampled": _row_summary(best_sampled.iloc[0]) if len(best_sampled) else None,
-        "canonical": {src: _row_summary(df[df["source"] == src].iloc[0]) for src in CANONICAL_SOURCES
-                      if (df["source"] == src).any()},
-        "sampled_scores": {c: _stats(sampled[c]) for c in ("top1_before", "top5_before", "top1_after", "top5_after")},
+        "canonical": {
+            src: _row_summary(df[df["source"] == src].iloc[0])
+            for src in CANONICAL_SOURCES
+            if (df["source"] == src).any()
+        },
+        "sampled_scores": {
+            c: _stats(sampled[c]) for c in ("top1_before", "top5_before", "top1_after", "top5_after")
+        },
         "recalibration_gain_top1": _stats(df["top1_after"] - df["top1_before"]),
         "pareto_front": [str(df["id"].iloc[i]) for i in front_pos],
-        "preferred_unit_counts": {conv: {u: int(Counter(marg[f"preferred_unit_{conv}"]).get(u, 0))
-                                         for u in MARGINAL_UNITS} for conv in ("paper", "sampling")},
+        "preferred_unit_counts": {
+            conv: {u: int(Counter(marg[f"preferred_unit_{conv}"]).get(u, 0)) for u in MARGINAL_UNITS}
+            for conv in ("paper", "sampling")
+        },
         "opt_unit_counts": opt.counts(),
         "opt_agrees_with_paper_preference": int(agree),
         "slots": len(slot_names),
         "receptive_field": rf,
         "cka": None if cka_summary is None else {k: cka_summary.get(k) for k in ("redundant_runs", "views")},
-        "files": [FILES[r] for r in ANALYZE_FILES] + ([FILES["rf_vs_accuracy"]] if rf else [])
+        "files": [FILES[r] for r in ANALYZE_FILES]
+        + ([FILES["rf_vs_accuracy"]] if rf else [])
         + ([FILES[r] for r in CKA_FILES] if cka_summary else []),
     }
     atomic_write_text(run.analysis, json.dumps(summary, indent=1) + "\n")
@@ -175,9 +205,17 @@ def run_analyze(run_dir: str | Path, top_k: int = 10, cka: bool = False, cka_opt
 # ----------------------------------------------------------------------------- --cka
 
 
-def run_cka(run_dir: str | Path, strategies: Sequence[str] = ("opt", "S"), num_clips: int = 64,
-            batch_size: int = 16, threshold: float = 0.9, recalibrate: bool = True, recal_clips: int | None = None,
-            device: str | None = None, progress: bool = False) -> dict[str, Any]:
+def run_cka(
+    run_dir: str | Path,
+    strategies: Sequence[str] = ("opt", "S"),
+    num_clips: int = 64,
+    batch_size: int = 16,
+    threshold: float = 0.9,
+    recalibrate: bool = True,
+    recal_clips: int | None = None,
+    device: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """CKA of a trained run: within ``strategies[0]`` (slot x slot) and between ``strategies[0]`` and
     ``strategies[1]``; writes ``cka.csv``, ``cka_within.png``, ``cka_between.png``, ``cka.json``.
 
@@ -191,7 +229,9 @@ def run_cka(run_dir: str | Path, strategies: Sequence[str] = ("opt", "S"), num_c
     if len(strategies) != 2:
         raise ValueError(f"strategies must name two strategies (within / between), got {list(strategies)}")
     if batch_size < 4 or num_clips < batch_size:
-        raise ValueError(f"need batch_size >= 4 and num_clips >= batch_size, got {batch_size} and {num_clips}")
+        raise ValueError(
+            f"need batch_size >= 4 and num_clips >= batch_size, got {batch_size} and {num_clips}"
+        )
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     _, cfg, model = load_run(run_dir)
@@ -208,10 +248,18 @@ def run_cka(run_dir: str | Path, strategies: Sequence[str] = ("opt", "S"), num_c
     full = used // batch_size * batch_size
     if full == 0:
         raise ValueError(f"{len(sel_ds)} selection views: fewer than the 4 the unbiased HSIC needs")
-    loader = make_loader(torch.utils.data.Subset(sel_ds, range(full)), batch_size=batch_size, num_workers=0,
-                         shuffle=False, seed=seed, drop_last=True)
-    views = (f"selection split, first {full} views ({d_cfg.test_clips} clip x {d_cfg.test_crops} crop per video, "
-             f"{d_cfg.clip_len}x{d_cfg.crop_size}x{d_cfg.crop_size}), minibatches of {batch_size}")
+    loader = make_loader(
+        torch.utils.data.Subset(sel_ds, range(full)),
+        batch_size=batch_size,
+        num_workers=0,
+        shuffle=False,
+        seed=seed,
+        drop_last=True,
+    )
+    views = (
+        f"selection split, first {full} views ({d_cfg.test_clips} clip x {d_cfg.test_crops} crop per video, "
+        f"{d_cfg.clip_len}x{d_cfg.crop_size}x{d_cfg.crop_size}), minibatches of {batch_size}"
+    )
 
     template_bn = bn_state(model)
     bn: dict[str, dict[str, torch.Tensor] | None] = {}
@@ -238,14 +286,35 @@ def run_cka(run_dir: str | Path, strategies: Sequence[str] = ("opt", "S"), num_c
     for pair, res, (ua, ub) in (("within", within, (sa, sa)), ("between", between, (sa, sb))):
         for i, a in enumerate(names):
             for j, b in enumerate(names):
-                rows.append({"pair": pair, "a_slot": a, "b_slot": b, "a_unit": ua[i], "b_unit": ub[j],
-                             "cka": float(res.matrix[i, j])})
+                rows.append(
+                    {
+                        "pair": pair,
+                        "a_slot": a,
+                        "b_slot": b,
+                        "a_unit": ua[i],
+                        "b_unit": ub[j],
+                        "cka": float(res.matrix[i, j]),
+                    }
+                )
     atomic_write_text(RunDir(run_dir).cka_csv, pd.DataFrame(rows).to_csv(index=False))
-    plot_cka_heatmap(within.matrix, names, names, RunDir(run_dir).cka_within,
-                     f"CKA within {src_a.split(' ')[0]} (slot outputs; {views})", "slot", "slot")
-    plot_cka_heatmap(between.matrix, names, names, RunDir(run_dir).cka_between,
-                     f"CKA between {src_a.split(' ')[0]} and {src_b.split(' ')[0]} ({views})",
-                     f"{src_a.split(' ')[0]} slot", f"{src_b.split(' ')[0]} slot")
+    plot_cka_heatmap(
+        within.matrix,
+        names,
+        names,
+        RunDir(run_dir).cka_within,
+        f"CKA within {src_a.split(' ')[0]} (slot outputs; {views})",
+        "slot",
+        "slot",
+    )
+    plot_cka_heatmap(
+        between.matrix,
+        names,
+        names,
+        RunDir(run_dir).cka_between,
+        f"CKA between {src_a.split(' ')[0]} and {src_b.split(' ')[0]} ({views})",
+        f"{src_a.split(' ')[0]} slot",
+        f"{src_b.split(' ')[0]} slot",
+    )
 
     def describe(s: Strategy, source: str) -> dict[str, Any]:
         return {"source": source, "id": s.id, "string": str(s), "counts": s.counts()}
@@ -259,11 +328,18 @@ def run_cka(run_dir: str | Path, strategies: Sequence[str] = ("opt", "S"), num_c
         "between_diagonal_mean": None if np.all(np.isnan(diag)) else float(np.nanmean(diag)),
         "views": views,
         "representation": "slot outputs: a dense slot's new channels (unit none: zeros, CKA NaN), a transition's "
-                          "pooled output; debiased linear CKA, minibatch estimator (Nguyen et al. 2021)",
-        "settings": {"num_clips": int(num_clips), "clips_used": full, "batch_size": int(batch_size),
-                     "minibatches": within.batches, "dropped_clips": used - full,
-                     "recalibrate": bool(recalibrate), "recal_videos": recal_videos, "device": str(dev),
-                     "forward_passes": within.forward_passes + between.forward_passes},
+        "pooled output; debiased linear CKA, minibatch estimator (Nguyen et al. 2021)",
+        "settings": {
+            "num_clips": int(num_clips),
+            "clips_used": full,
+            "batch_size": int(batch_size),
+            "minibatches": within.batches,
+            "dropped_clips": used - full,
+            "recalibrate": bool(recalibrate),
+            "recal_videos": recal_videos,
+            "device": str(dev),
+            "forward_passes": within.forward_passes + between.forward_passes,
+        },
         "seconds": round(time.perf_counter() - t0, 3),
         "files": [FILES[r] for r in ("cka_csv", "cka_within", "cka_between", "cka")],
     }
@@ -275,19 +351,28 @@ def run_cka(run_dir: str | Path, strategies: Sequence[str] = ("opt", "S"), num_c
 
 
 def command(args) -> int:
-    options = {"num_clips": args.cka_clips, "batch_size": args.cka_batch_size, "threshold": args.cka_threshold}
+    options = {
+        "num_clips": args.cka_clips,
+        "batch_size": args.cka_batch_size,
+        "threshold": args.cka_threshold,
+    }
     summary = run_analyze(args.run, top_k=args.top_k, cka=args.cka, cka_options=options)
     col = summary["score_column"]
-    print(f"{summary['strategies']} strategies; Opt {summary['opt']['strategy']} {summary['opt'][col]:.1f}% ({col})")
+    print(
+        f"{summary['strategies']} strategies; Opt {summary['opt']['strategy']} {summary['opt'][col]:.1f}% ({col})"
+    )
     for src, row in summary["canonical"].items():
         print(f"  {src:<16} {row[col]:5.1f}%")
     rf = summary.get("receptive_field")
     if rf:
+
         def f(v):  # None: undefined (e.g. every strategy scored the same)
             return "n/a" if v is None else f"{v:+.2f}"
 
-        print(f"  temporal receptive field vs score: Pearson r {f(rf['pearson_r'])}, partial r given MACs "
-              f"{f(rf['partial_r_macs'])} (n = {rf['n']}); expected temporal RF {rf['expected_temporal_rf']:.1f} frames")
+        print(
+            f"  temporal receptive field vs score: Pearson r {f(rf['pearson_r'])}, partial r given MACs "
+            f"{f(rf['partial_r_macs'])} (n = {rf['n']}); expected temporal RF {rf['expected_temporal_rf']:.1f} frames"
+        )
     if summary.get("cka"):
         print(f"  CKA redundant runs (threshold {args.cka_threshold}): {summary['cka']['redundant_runs']}")
     print(f"wrote {', '.join(summary['files'])} in {args.run}")

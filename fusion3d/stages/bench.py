@@ -60,8 +60,16 @@ from fusion3d.utils import atomic_write_text, file_lock
 
 def _base_config(spec: catalog.BenchSpec, bdir: BenchDir, extra: list[str] = ()):
     root = bdir.data_dir
-    return load_config(None, [*spec.config, f"data.root={root}", f"data.annotations={root / 'ucfTrainTestlist'}",
-                              f"data.cache_dir={bdir.path / 'cache'}", *extra])
+    return load_config(
+        None,
+        [
+            *spec.config,
+            f"data.root={root}",
+            f"data.annotations={root / 'ucfTrainTestlist'}",
+            f"data.cache_dir={bdir.path / 'cache'}",
+            *extra,
+        ],
+    )
 
 
 def plan_rows(spec: catalog.BenchSpec, bdir: BenchDir) -> list[dict]:
@@ -70,16 +78,31 @@ def plan_rows(spec: catalog.BenchSpec, bdir: BenchDir) -> list[dict]:
     model = build_model(cfg.model, spec.synth.get("classes", 2))
     shape = (model.in_channels, cfg.data.clip_len, cfg.data.crop_size, cfg.data.crop_size)
     if "strategies" in spec.design:  # an explicit list (small fixtures): unit strings or units
-        strategies = [(Strategy.from_string(x) if "|" in x else Strategy.uniform(x, model.num_slots), "listed")
-                      for x in spec.design["strategies"]]
+        strategies = [
+            (Strategy.from_string(x) if "|" in x else Strategy.uniform(x, model.num_slots), "listed")
+            for x in spec.design["strategies"]
+        ]
     else:
-        strategies = design(model.num_slots, int(spec.design.get("random", 31)), int(spec.design.get("seed", 0)),
-                            lambda s: count_macs(model, shape, s))
+        strategies = design(
+            model.num_slots,
+            int(spec.design.get("random", 31)),
+            int(spec.design.get("seed", 0)),
+            lambda s: count_macs(model, shape, s),
+        )
     rows = []
     for s, label in strategies:
         for seed in spec.seeds:
-            rows.append({"strategy": str(s), "id": s.id, "design": label, "seed": int(seed), "key": f"{s.id}_s{seed}",
-                         "macs": count_macs(model, shape, s), "params": count_params(model, s)})
+            rows.append(
+                {
+                    "strategy": str(s),
+                    "id": s.id,
+                    "design": label,
+                    "seed": int(seed),
+                    "key": f"{s.id}_s{seed}",
+                    "macs": count_macs(model, shape, s),
+                    "params": count_params(model, s),
+                }
+            )
     return rows
 
 
@@ -87,15 +110,37 @@ def train_row(spec_path: str, out: str, row: dict) -> dict:
     """Train one (strategy, seed) row alone; returns the table row. Runs in a worker process."""
     spec, bdir = catalog.load_spec(spec_path), BenchDir(out)
     bdir.row_log(row["key"]).parent.mkdir(parents=True, exist_ok=True)
-    cfg = _base_config(spec, bdir, [f"run.out={bdir.row_run(row['key'])}", f"model.strategy={row['strategy']}",
-                                    f"run.seed={row['seed']}", "run.threads=1", "train.progress=false"])
+    cfg = _base_config(
+        spec,
+        bdir,
+        [
+            f"run.out={bdir.row_run(row['key'])}",
+            f"model.strategy={row['strategy']}",
+            f"run.seed={row['seed']}",
+            "run.threads=1",
+            "train.progress=false",
+        ],
+    )
     t0 = time.time()
-    with open(bdir.row_log(row["key"]), "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    with (
+        open(bdir.row_log(row["key"]), "a") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+    ):
         summary = train(cfg, resume="auto")
     n_test = _test_videos(bdir)
-    return {"strategy": row["strategy"], "id": row["id"], "design": row["design"], "seed": row["seed"],
-            "top1": summary.get("val_top1"), "top5": summary.get("val_top5"), "macs": row["macs"],
-            "params": row["params"], "test_videos": n_test, "seconds": round(time.time() - t0, 2)}
+    return {
+        "strategy": row["strategy"],
+        "id": row["id"],
+        "design": row["design"],
+        "seed": row["seed"],
+        "top1": summary.get("val_top1"),
+        "top5": summary.get("val_top5"),
+        "macs": row["macs"],
+        "params": row["params"],
+        "test_videos": n_test,
+        "seconds": round(time.time() - t0, 2),
+    }
 
 
 def _test_videos(bdir: BenchDir) -> int:
@@ -125,8 +170,15 @@ def read_rows(bdir: BenchDir) -> pd.DataFrame:
     return pd.read_csv(io.BytesIO(data), dtype={"id": str, "strategy": str, "design": str})
 
 
-def build(name: str, out: str = "runs/bench", workers: int = 1, shard: str | None = None, limit: int | None = None,
-          publish: bool = False, progress: bool = True) -> dict:
+def build(
+    name: str,
+    out: str = "runs/bench",
+    workers: int = 1,
+    shard: str | None = None,
+    limit: int | None = None,
+    publish: bool = False,
+    progress: bool = True,
+) -> dict:
     """Build (or continue) the table ``name``; returns what ``build.json`` holds."""
     spec_path = str(catalog.SPECS_DIR / f"{name}.yaml") if not Path(name).is_file() else name
     spec = catalog.load_spec(spec_path)
@@ -140,12 +192,22 @@ def build(name: str, out: str = "runs/bench", workers: int = 1, shard: str | Non
     todo = [r for r in rows[shard_i::shard_n] if r["key"] not in done]
     if limit is not None:
         todo = todo[: int(limit)]
-    info = {"name": spec.name, "spec": spec.__dict__, "data_id": catalog.data_id(bdir.data_dir), "planned_rows": len(rows),
-            "command": "fusion3d bench build " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if sys.argv[1:3] == ["bench", "build"] else None}
+    info = {
+        "name": spec.name,
+        "spec": spec.__dict__,
+        "data_id": catalog.data_id(bdir.data_dir),
+        "planned_rows": len(rows),
+        "command": "fusion3d bench build " + " ".join(shlex.quote(a) for a in sys.argv[3:])
+        if sys.argv[1:3] == ["bench", "build"]
+        else None,
+    }
     atomic_write_text(bdir.build, json.dumps(info, indent=1, default=str) + "\n")
     if progress:
-        print(f"{spec.name}: {len(rows)} rows planned, {len(done)} done, {len(todo)} to train in this process "
-              f"(shard {shard_i}/{shard_n}, {workers} worker(s)); logs in {bdir.path / 'logs'}", flush=True)
+        print(
+            f"{spec.name}: {len(rows)} rows planned, {len(done)} done, {len(todo)} to train in this process "
+            f"(shard {shard_i}/{shard_n}, {workers} worker(s)); logs in {bdir.path / 'logs'}",
+            flush=True,
+        )
     t0 = time.time()
     if workers > 1 and len(todo) > 1:
         ctx = multiprocessing.get_context("spawn")
@@ -162,8 +224,11 @@ def build(name: str, out: str = "runs/bench", workers: int = 1, shard: str | Non
 def _finish(bdir: BenchDir, row: dict, k: int, n: int, t0: float, progress: bool) -> None:
     _append_row(bdir, row)
     if progress:
-        print(f"  [{k + 1}/{n}] {row['design']:<14} {row['strategy']:<32} seed {row['seed']}: top-1 {row['top1']:.1f}% "
-              f"({row['seconds']:.0f}s; {time.time() - t0:.0f}s so far)", flush=True)
+        print(
+            f"  [{k + 1}/{n}] {row['design']:<14} {row['strategy']:<32} seed {row['seed']}: top-1 {row['top1']:.1f}% "
+            f"({row['seconds']:.0f}s; {time.time() - t0:.0f}s so far)",
+            flush=True,
+        )
 
 
 def _maybe_finish_table(spec: catalog.BenchSpec, bdir: BenchDir, rows: list[dict], publish: bool) -> dict:
@@ -175,12 +240,18 @@ def _maybe_finish_table(spec: catalog.BenchSpec, bdir: BenchDir, rows: list[dict
     if not missing:
         table = pd.DataFrame([keyed[r["key"]] for r in rows], columns=list(TABLE_COLUMNS))
         atomic_write_text(bdir.table, table.to_csv(index=False))
-        meta = {"name": spec.name, "description": spec.description, "data_id": catalog.data_id(bdir.data_dir),
-                "synth": spec.synth,
-                "recipe": spec.config, "design": spec.design, "seeds": spec.seeds,
-                "train_seconds_total": round(float(table["seconds"].sum()), 1),
-                "command": f"fusion3d bench build {spec.name} --workers N (see docs/validity.md)",
-                "summary": describe_table(table)}
+        meta = {
+            "name": spec.name,
+            "description": spec.description,
+            "data_id": catalog.data_id(bdir.data_dir),
+            "synth": spec.synth,
+            "recipe": spec.config,
+            "design": spec.design,
+            "seeds": spec.seeds,
+            "train_seconds_total": round(float(table["seconds"].sum()), 1),
+            "command": f"fusion3d bench build {spec.name} --workers N (see docs/validity.md)",
+            "summary": describe_table(table),
+        }
         atomic_write_text(bdir.table_meta, json.dumps(meta, indent=1) + "\n")
         info["table"] = str(bdir.table)
         if publish:
@@ -203,8 +274,15 @@ def list_tables(folder: str | None = None) -> list[dict]:
     out = []
     for name, csv in sources:
         df, meta = catalog.load_table(csv)
-        out.append({"name": name, "path": str(csv), "data_id": meta.get("data_id"),
-                    "train_seconds_total": meta.get("train_seconds_total"), **describe_table(df)})
+        out.append(
+            {
+                "name": name,
+                "path": str(csv),
+                "data_id": meta.get("data_id"),
+                "train_seconds_total": meta.get("train_seconds_total"),
+                **describe_table(df),
+            }
+        )
     return out
 
 
@@ -242,24 +320,33 @@ def score(run_dir: str, table: str, recal_clips: int | None = None, permutations
     torch.manual_seed(0)  # synflow is measured on one seeded initialisation
     init = build_model(scorer.cfg.model, scorer.state["num_classes"])
     predictors = {
-        "template_after": s["top1_after"].to_numpy(float), "template_before": s["top1_before"].to_numpy(float),
-        "macs": gt["macs"].to_numpy(float), "params": gt["params"].to_numpy(float),
+        "template_after": s["top1_after"].to_numpy(float),
+        "template_before": s["top1_before"].to_numpy(float),
+        "macs": gt["macs"].to_numpy(float),
+        "params": gt["params"].to_numpy(float),
         "temporal_rf": s["rf_t_max"].to_numpy(float),
-        "synflow": np.array([synflow(init, Strategy.from_string(x), scorer.input_shape) for x in gt["strategy"]]),
+        "synflow": np.array(
+            [synflow(init, Strategy.from_string(x), scorer.input_shape) for x in gt["strategy"]]
+        ),
     }
     effects = slot_effects(gt)
     drop = scorer.model.drop_probs().detach().cpu().numpy()
     q_t = keep_probs(drop, "paper")[:, 1]  # P(ST) + P(S+ST): the marginal of keeping the T path
     template_effects = linear_t_effects(gt["strategy"], s["top1_after"].to_numpy(float))[0]
     result = {
-        "table": name, "table_data_id": meta.get("data_id"), "run_data": scorer.cfg.data.root,
+        "table": name,
+        "table_data_id": meta.get("data_id"),
+        "run_data": scorer.cfg.data.root,
         "data_matches": _data_matches(scorer.cfg.data.root, meta.get("data_id")),
-        "n": int(len(gt)), "measured_on": {"template": scorer.views, "ground_truth": "table test set, mean over seeds"},
+        "n": int(len(gt)),
+        "measured_on": {"template": scorer.views, "ground_truth": "table test set, mean over seeds"},
         "table_summary": describe_table(df),
         "predictors": score_predictors(gt, predictors, permutations=permutations),
         "slot_effects": effects.to_dict("records"),
-        "slots": {"marginal_keep_T": slot_agreement(effects, q_t),
-                  "template_effects": slot_agreement(effects, template_effects)},
+        "slots": {
+            "marginal_keep_T": slot_agreement(effects, q_t),
+            "template_effects": slot_agreement(effects, template_effects),
+        },
     }
     result = json.loads(json.dumps(result, default=float).replace("NaN", "null").replace("Infinity", "null"))
     with file_lock(run.lock("bench")):
@@ -280,9 +367,19 @@ def _data_matches(root: str, table_data_id: str | None) -> bool | None:
 
 def command(args) -> int:
     if args.bench_verb == "build":
-        info = build(args.name, out=args.out, workers=args.workers, shard=args.shard, limit=args.limit,
-                     publish=args.publish)
-        state = "complete: " + info.get("table", "") if info["complete"] else f"{info['rows_done']}/{info['planned_rows']} rows"
+        info = build(
+            args.name,
+            out=args.out,
+            workers=args.workers,
+            shard=args.shard,
+            limit=args.limit,
+            publish=args.publish,
+        )
+        state = (
+            "complete: " + info.get("table", "")
+            if info["complete"]
+            else f"{info['rows_done']}/{info['planned_rows']} rows"
+        )
         print(f"{info['name']}: {state}")
         return 0
     if args.bench_verb == "list":
@@ -295,10 +392,12 @@ def command(args) -> int:
         for t in tables:
             nc = t["noise_ceiling"]["kendall_tau"]
             dp = t["depth_profile"]
-            print(f"{t['name']:<12} {t['strategies']} strategies x {len(t['seeds'])} seeds, top-1 {t['top1_min']:.1f}-"
-                  f"{t['top1_max']:.1f}% (spread {t['spread']:.1f}), {t['within_1se_of_best']} within 1 SE of the best, "
-                  f"noise ceiling tau {'n/a' if nc is None else f'{nc:.2f}'}, T early-half {dp['early_half_T']:.1f}% vs "
-                  f"late-half {dp['late_half_T']:.1f}%")
+            print(
+                f"{t['name']:<12} {t['strategies']} strategies x {len(t['seeds'])} seeds, top-1 {t['top1_min']:.1f}-"
+                f"{t['top1_max']:.1f}% (spread {t['spread']:.1f}), {t['within_1se_of_best']} within 1 SE of the best, "
+                f"noise ceiling tau {'n/a' if nc is None else f'{nc:.2f}'}, T early-half {dp['early_half_T']:.1f}% vs "
+                f"late-half {dp['late_half_T']:.1f}%"
+            )
         return 0
     r = score(args.run, args.table, recal_clips=args.recal_clips)
     if args.json:
@@ -310,11 +409,15 @@ def command(args) -> int:
             continue
         t = p["kendall_tau"]
         se = "n/a" if p["regret_se"] is None else f"{p['regret_se']:.1f}"
-        print(f"  {name:<16} tau {t['value']:+.2f} [{t['ci_low']:+.2f}, {t['ci_high']:+.2f}]  rho "
-              f"{p['spearman_rho']['value']:+.2f}  top-5 overlap {p['top_k_overlap']:.1f}  regret "
-              f"{p['regret_points']:.1f} pts ({se} SE)")
+        print(
+            f"  {name:<16} tau {t['value']:+.2f} [{t['ci_low']:+.2f}, {t['ci_high']:+.2f}]  rho "
+            f"{p['spearman_rho']['value']:+.2f}  top-5 overlap {p['top_k_overlap']:.1f}  regret "
+            f"{p['regret_points']:.1f} pts ({se} SE)"
+        )
     m = r["slots"]["marginal_keep_T"]
-    print(f"  per-slot: marginals vs ground-truth T effect Spearman {m['spearman_rho']}, early-late profile "
-          f"{'matches' if m['profile_matches'] else 'does not match'}")
+    print(
+        f"  per-slot: marginals vs ground-truth T effect Spearman {m['spearman_rho']}, early-late profile "
+        f"{'matches' if m['profile_matches'] else 'does not match'}"
+    )
     print(f"wrote {RunDir(args.run).bench}")
     return 0

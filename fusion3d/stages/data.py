@@ -12,11 +12,22 @@ def synth(args) -> int:
     from fusion3d.data.synth import generate
 
     t0 = time.time()
-    out = generate(args.out, kind=args.kind, classes=args.classes, videos_per_class=args.videos_per_class,
-                   frames=args.frames, size=args.size, seed=args.seed, workers=args.workers, progress=True,
-                   test_per_class=args.test_per_class)
-    print(f"wrote {args.kind} dataset to {out} in {time.time() - t0:.1f}s "
-          f"(UCF101 layout: annotations in {Path(out) / 'ucfTrainTestlist'})")
+    out = generate(
+        args.out,
+        kind=args.kind,
+        classes=args.classes,
+        videos_per_class=args.videos_per_class,
+        frames=args.frames,
+        size=args.size,
+        seed=args.seed,
+        workers=args.workers,
+        progress=True,
+        test_per_class=args.test_per_class,
+    )
+    print(
+        f"wrote {args.kind} dataset to {out} in {time.time() - t0:.1f}s "
+        f"(UCF101 layout: annotations in {Path(out) / 'ucfTrainTestlist'})"
+    )
     return 0
 
 

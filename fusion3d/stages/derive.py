@@ -70,9 +70,17 @@ def read_marginals(run_dir: Path, convention: str) -> tuple[list[str], np.ndarra
     return df["slot"].tolist(), df[cols].to_numpy(float)
 
 
-def derive(run_dir: str | Path, backbone: str, rule: str = "argmax", macs_budget: float | None = None,
-           convention: str = "paper", input_shape: tuple[int, int, int] | None = None,
-           width_mult: float = 1.0, out: str | Path | None = None, flops_budget: float | None = None) -> dict:
+def derive(
+    run_dir: str | Path,
+    backbone: str,
+    rule: str = "argmax",
+    macs_budget: float | None = None,
+    convention: str = "paper",
+    input_shape: tuple[int, int, int] | None = None,
+    width_mult: float = 1.0,
+    out: str | Path | None = None,
+    flops_budget: float | None = None,
+) -> dict:
     """Derive a design for ``backbone`` from the run's marginals; writes and returns the design.
     ``input_shape``: (T, H, W) for the MACs (default: the run's clip length and crop size);
     ``macs_budget`` in G MACs (rule ``budget``; ``flops_budget`` is its deprecated name)."""
@@ -112,18 +120,40 @@ def derive(run_dir: str | Path, backbone: str, rule: str = "argmax", macs_budget
     strategy = Strategy(tuple(units))
     mapping = []
     for j, (lo, hi, wgt) in enumerate(depth_mapping(len(slots), m)):
-        mapping.append({"block": model.slot_names[j], "depth": float(relative_depths(m)[j]),
-                        "slot_low": slots[lo], "slot_high": slots[hi], "weight_high": round(wgt, 4),
-                        **{f"P_{u}": round(float(probs[j, k]), 4) for k, u in enumerate(DESIGN_UNITS)},
-                        "unit": units[j]})
-    canonical = {u: {"macs": count_macs(model, shape, Strategy.uniform(u, m)),
-                     "params": count_params(model, Strategy.uniform(u, m))} for u in DESIGN_UNITS}
+        mapping.append(
+            {
+                "block": model.slot_names[j],
+                "depth": float(relative_depths(m)[j]),
+                "slot_low": slots[lo],
+                "slot_high": slots[hi],
+                "weight_high": round(wgt, 4),
+                **{f"P_{u}": round(float(probs[j, k]), 4) for k, u in enumerate(DESIGN_UNITS)},
+                "unit": units[j],
+            }
+        )
+    canonical = {
+        u: {
+            "macs": count_macs(model, shape, Strategy.uniform(u, m)),
+            "params": count_params(model, Strategy.uniform(u, m)),
+        }
+        for u in DESIGN_UNITS
+    }
     design = {
-        **strategy.to_dict(model.slot_names), "backbone": backbone, "rule": rule, "convention": convention,
-        "width_mult": width_mult, "num_classes": num_classes, "input_shape": list(shape),
-        "macs": count_macs(model, shape, strategy), "params": count_params(model, strategy),
-        "macs_budget_g": macs_budget, "flops_budget_g": macs_budget, "canonical": canonical, "template_run": str(run_dir),
-        "template_slots": slots, "mapping": mapping,
+        **strategy.to_dict(model.slot_names),
+        "backbone": backbone,
+        "rule": rule,
+        "convention": convention,
+        "width_mult": width_mult,
+        "num_classes": num_classes,
+        "input_shape": list(shape),
+        "macs": count_macs(model, shape, strategy),
+        "params": count_params(model, strategy),
+        "macs_budget_g": macs_budget,
+        "flops_budget_g": macs_budget,
+        "canonical": canonical,
+        "template_run": str(run_dir),
+        "template_slots": slots,
+        "mapping": mapping,
     }
     path = Path(out) if out else run.derived(backbone, rule)
     atomic_write_text(path, json.dumps(design, indent=1) + "\n")
@@ -136,12 +166,25 @@ def derive(run_dir: str | Path, backbone: str, rule: str = "argmax", macs_budget
 
 def command(args) -> int:
     shape = tuple(int(v) for v in args.input.split("x")) if args.input else None
-    d = derive(args.run, args.backbone, rule=args.rule, macs_budget=args.macs_budget, convention=args.convention,
-               input_shape=shape, width_mult=args.width_mult, out=args.out)
+    d = derive(
+        args.run,
+        args.backbone,
+        rule=args.rule,
+        macs_budget=args.macs_budget,
+        convention=args.convention,
+        input_shape=shape,
+        width_mult=args.width_mult,
+        out=args.out,
+    )
     c = d["canonical"]
     print(f"{d['backbone']} ({d['rule']}): {d['string']}")
-    print(f"  {d['macs'] / 1e9:.3f} G MACs, {d['params'] / 1e6:.2f} M params at input {d['input_shape']}; all-S "
-          f"{c['S']['macs'] / 1e9:.3f} G, all-ST {c['ST']['macs'] / 1e9:.3f} G, all-S+ST {c['S+ST']['macs'] / 1e9:.3f} G")
-    print(f"wrote {d['path']}; train it with: fusion3d retrain {args.run} --strategy {d['path']} "
-          f"model.name={d['backbone']}" + (f" model.width_mult={args.width_mult}" if args.width_mult != 1.0 else ""))
+    print(
+        f"  {d['macs'] / 1e9:.3f} G MACs, {d['params'] / 1e6:.2f} M params at input {d['input_shape']}; all-S "
+        f"{c['S']['macs'] / 1e9:.3f} G, all-ST {c['ST']['macs'] / 1e9:.3f} G, all-S+ST {c['S+ST']['macs'] / 1e9:.3f} G"
+    )
+    print(
+        f"wrote {d['path']}; train it with: fusion3d retrain {args.run} --strategy {d['path']} "
+        f"model.name={d['backbone']}"
+        + (f" model.width_mult={args.width_mult}" if args.width_mult != 1.0 else "")
+    )
     return 0

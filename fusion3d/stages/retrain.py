@@ -27,6 +27,8 @@ __all__ = ["command", "run_retrain"]
 def command(run_dir: str, spec: str, overrides: list[str]) -> int:
     t0 = time.time()
     row = run_retrain(run_dir, spec, overrides)
-    print(f"{row['label']} ({row['strategy']}): top-1 {row['top1']:.1f}% on {row['measured_on']} "
-          f"in {time.time() - t0:.1f}s -> {RunDir(run_dir).retrain}")
+    print(
+        f"{row['label']} ({row['strategy']}): top-1 {row['top1']:.1f}% on {row['measured_on']} "
+        f"in {time.time() - t0:.1f}s -> {RunDir(run_dir).retrain}"
+    )
     return 0

@@ -58,8 +58,15 @@ from fusion3d.run.strategies import (
 from fusion3d.utils import atomic_write_text
 
 # Keys of sample.json["measurement"] that must match for rows of one strategies.csv to be comparable.
-MEASUREMENT_KEYS = ("weights_sha1", "recalibrate", "recal_videos", "recal_batch_size", "selection_videos", "views",
-                    "input_shape")
+MEASUREMENT_KEYS = (
+    "weights_sha1",
+    "recalibrate",
+    "recal_videos",
+    "recal_batch_size",
+    "selection_videos",
+    "views",
+    "input_shape",
+)
 
 
 # ----------------------------------------------------------------------------- the strategy list
@@ -85,10 +92,18 @@ def strategy_plan(model, num: int, seed: int) -> list[tuple[Strategy, str]]:
 # ----------------------------------------------------------------------------- the stage
 
 
-def run_sample(run_dir: str | Path, num: int = 100, seed: int | None = None, recalibrate: bool = True,
-               recal_clips: int | None = None, batch_size: int | None = None, device: str | None = None,
-               progress: bool = True, limit: int | None = None,
-               shard: str | tuple[int, int] | None = None) -> pd.DataFrame:
+def run_sample(
+    run_dir: str | Path,
+    num: int = 100,
+    seed: int | None = None,
+    recalibrate: bool = True,
+    recal_clips: int | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    limit: int | None = None,
+    shard: str | tuple[int, int] | None = None,
+) -> pd.DataFrame:
     """Score ``num`` sampled strategies plus the canonical ones; returns every row of ``strategies.csv``.
 
     ``seed``: seed of the strategy draws (default: the run seed). ``recalibrate``: also score after
@@ -107,7 +122,9 @@ def run_sample(run_dir: str | Path, num: int = 100, seed: int | None = None, rec
     run_dir = run.path
     t_start = time.perf_counter()
     shard_i, shard_n = shard_spec(shard)
-    scorer = StrategyScorer(run_dir, recalibrate, recal_clips, batch_size, device, progress, sharded=shard_n > 1)
+    scorer = StrategyScorer(
+        run_dir, recalibrate, recal_clips, batch_size, device, progress, sharded=shard_n > 1
+    )
     model, state, measurement = scorer.model, scorer.state, scorer.measurement
     draw_seed = scorer.cfg.run.seed if seed is None else int(seed)
 
@@ -120,11 +137,23 @@ def run_sample(run_dir: str | Path, num: int = 100, seed: int | None = None, rec
     else:
         csv_path, done_path = run.shard_rows(shard_i, shard_n), run.shard_done(shard_i, shard_n)
         done_path.unlink(missing_ok=True)
-    settings = {"num": int(num), "seed": draw_seed, "recalibrate": bool(recalibrate), "recal_clips": recal_clips,
-                "eval_batch_size": scorer.eval_batch_size, "device": str(scorer.device), "limit": limit,
-                "shards": shard_n}
-    info = {"complete": False, "settings": settings, "measurement": measurement,
-            "checkpoint_epoch": state.get("epoch"), "planned": len(plan)}
+    settings = {
+        "num": int(num),
+        "seed": draw_seed,
+        "recalibrate": bool(recalibrate),
+        "recal_clips": recal_clips,
+        "eval_batch_size": scorer.eval_batch_size,
+        "device": str(scorer.device),
+        "limit": limit,
+        "shards": shard_n,
+    }
+    info = {
+        "complete": False,
+        "settings": settings,
+        "measurement": measurement,
+        "checkpoint_epoch": state.get("epoch"),
+        "planned": len(plan),
+    }
     writer = RowWriter(csv_path)  # takes the lock before the existing rows are read
     bar = None
     new_rows, seconds = 0, []
@@ -139,8 +168,10 @@ def run_sample(run_dir: str | Path, num: int = 100, seed: int | None = None, rec
             previous = json.loads(json_path.read_text()).get("measurement", {})
             diff = [k for k in MEASUREMENT_KEYS if k in previous and previous[k] != measurement[k]]
             if diff:
-                raise RuntimeError(f"{csv_path} was measured with a different {', '.join(diff)} (other weights or "
-                                   "settings); move it away to sample again")
+                raise RuntimeError(
+                    f"{csv_path} was measured with a different {', '.join(diff)} (other weights or "
+                    "settings); move it away to sample again"
+                )
         done = set(existing["id"].astype(str))
         mine = plan[shard_i::shard_n]
         todo = [(s, src) for s, src in mine if s.id not in done]
@@ -151,8 +182,14 @@ def run_sample(run_dir: str | Path, num: int = 100, seed: int | None = None, rec
             from tqdm import tqdm
 
             desc = "scoring strategies" + (f" (shard {shard_i}/{shard_n})" if shard_n > 1 else "")
-            bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=desc, unit="strategy",
-                       file=sys.stderr, dynamic_ncols=True)
+            bar = tqdm(
+                total=len(mine),
+                initial=len(mine) - len(todo),
+                desc=desc,
+                unit="strategy",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
         for strategy, source in todo:
             if limit is not None and new_rows >= limit:
                 break
@@ -181,21 +218,36 @@ def run_sample(run_dir: str | Path, num: int = 100, seed: int | None = None, rec
     scored = set(df["id"].astype(str))
     score = "top1_after" if recalibrate else "top1_before"
     sampled = df[df["source"] == "sampled"]
-    best = df.sort_values([score, "macs"], ascending=[False, True], kind="stable").iloc[0] if len(df) else None
-    info.update({
-        "complete": all(s.id in scored for s, _ in plan), "rows": len(df), "new_rows": new_rows,
-        "unique_sampled_planned": sum(1 for _, src in plan if src == "sampled"),
-        "duplicates_removed": int(num) + 4 - len(plan),
-        "seconds_total": round(time.perf_counter() - t_start, 3),
-        "seconds_per_strategy": round(float(np.mean(seconds)), 4) if seconds else None,
-        "canonical_ids": {source: Strategy.uniform(unit, model.num_slots).id for source, unit in CANONICAL},
-        "most_probable_id": model.most_probable_strategy().id,
-        "score_column": score,
-        "sampled_mean": float(sampled[score].mean()) if len(sampled) else None,
-        "sampled_std": float(sampled[score].std(ddof=0)) if len(sampled) else None,
-        "best": None if best is None else {"id": best["id"], "strategy": best["strategy"], "source": best["source"],
-                                           score: float(best[score]), "macs": int(best["macs"])},
-    })
+    best = (
+        df.sort_values([score, "macs"], ascending=[False, True], kind="stable").iloc[0] if len(df) else None
+    )
+    info.update(
+        {
+            "complete": all(s.id in scored for s, _ in plan),
+            "rows": len(df),
+            "new_rows": new_rows,
+            "unique_sampled_planned": sum(1 for _, src in plan if src == "sampled"),
+            "duplicates_removed": int(num) + 4 - len(plan),
+            "seconds_total": round(time.perf_counter() - t_start, 3),
+            "seconds_per_strategy": round(float(np.mean(seconds)), 4) if seconds else None,
+            "canonical_ids": {
+                source: Strategy.uniform(unit, model.num_slots).id for source, unit in CANONICAL
+            },
+            "most_probable_id": model.most_probable_strategy().id,
+            "score_column": score,
+            "sampled_mean": float(sampled[score].mean()) if len(sampled) else None,
+            "sampled_std": float(sampled[score].std(ddof=0)) if len(sampled) else None,
+            "best": None
+            if best is None
+            else {
+                "id": best["id"],
+                "strategy": best["strategy"],
+                "source": best["source"],
+                score: float(best[score]),
+                "macs": int(best["macs"]),
+            },
+        }
+    )
     atomic_write_text(json_path, json.dumps(info, indent=1) + "\n")
     return df
 
@@ -206,18 +258,30 @@ def run_sample(run_dir: str | Path, num: int = 100, seed: int | None = None, rec
 def command(args) -> int:
     t0 = time.time()
     i, n = shard_spec(args.shard)
-    df = run_sample(args.run, num=args.num, seed=args.seed, recalibrate=not args.no_recalibrate,
-                    recal_clips=args.recal_clips, batch_size=args.batch_size, device=args.device,
-                    progress=sys.stderr.isatty(), shard=(i, n))
+    df = run_sample(
+        args.run,
+        num=args.num,
+        seed=args.seed,
+        recalibrate=not args.no_recalibrate,
+        recal_clips=args.recal_clips,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=sys.stderr.isatty(),
+        shard=(i, n),
+    )
     run = RunDir(args.run)
     merged = not run.shard_rows(i, n).exists()
     if n > 1 and not merged:
-        print(f"shard {i}/{n}: {len(df)} strategies scored in {time.time() - t0:.1f}s; the last shard to finish "
-              f"merges them into {run.strategies}")
+        print(
+            f"shard {i}/{n}: {len(df)} strategies scored in {time.time() - t0:.1f}s; the last shard to finish "
+            f"merges them into {run.strategies}"
+        )
         return 0
     col = "top1_after" if not args.no_recalibrate else "top1_before"
     if len(df):
         best = df.sort_values(col, ascending=False).iloc[0]
-        print(f"scored {len(df)} strategies in {time.time() - t0:.1f}s -> {run.strategies}; "
-              f"best {col} {best[col]:.1f}% ({best['strategy']})")
+        print(
+            f"scored {len(df)} strategies in {time.time() - t0:.1f}s -> {run.strategies}; "
+            f"best {col} {best[col]:.1f}% ({best['strategy']})"
+        )
     return 0

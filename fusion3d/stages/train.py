@@ -13,13 +13,21 @@ from fusion3d.config import load_config
 from fusion3d.engine.trainer import train
 
 
-def command(config: str | None, overrides: list[str], resume: str | None = None, init: str | None = None,
-            max_epochs: int | None = None) -> int:
+def command(
+    config: str | None,
+    overrides: list[str],
+    resume: str | None = None,
+    init: str | None = None,
+    max_epochs: int | None = None,
+) -> int:
     cfg = load_config(config, overrides)
     t0 = time.time()
     summary = train(cfg, resume=resume, init=init, max_epochs=max_epochs)
     if int(os.environ.get("RANK", 0)) == 0:
-        state = ("complete" if summary["complete"]
-                 else f"stopped after epoch {summary['epochs_done']} (resume with --resume auto)")
+        state = (
+            "complete"
+            if summary["complete"]
+            else f"stopped after epoch {summary['epochs_done']} (resume with --resume auto)"
+        )
         print(f"training {state} in {time.time() - t0:.1f}s; run directory {cfg.run.out}")
     return 0
