@@ -4,16 +4,44 @@ and t quantiles it needs (pure numpy, no scipy)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fusion3d.analysis.stats import _as_array, _bisect, normal_quantile
+__all__ = ["OLSEffects", "normal_quantile", "ols_effects", "t_quantile"]
 
-__all__ = ["OLSEffects", "ols_effects", "t_quantile"]
+
+def _as_array(x: Any) -> np.ndarray:
+    """float64 array; a torch tensor is detached and moved to the CPU first (no torch import)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _bisect(f: Callable[[float], float], lo: float, hi: float, iters: int = 200) -> float:
+    """Root of an increasing ``f`` with f(lo) < 0 < f(hi), to the last bit."""
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        if mid in (lo, hi):
+            break
+        if f(mid) < 0:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def normal_quantile(q: float) -> float:
+    """Standard normal quantile Phi^{-1}(q), by bisection on Phi(x) = erfc(-x / sqrt 2) / 2
+    (accurate to round-off; e.g. 0.975 -> 1.959963984540054)."""
+    if not 0 < q < 1:
+        raise ValueError(f"q must be in (0, 1), got {q}")
+    if q < 0.5:
+        return -normal_quantile(1 - q)
+    return _bisect(lambda x: 0.5 * math.erfc(-x / math.sqrt(2)) - q, 0.0, 40.0)
 
 
 def _t_two_sided_mass(t: float, dof: int) -> float:

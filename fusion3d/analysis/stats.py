@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from fusion3d.analysis.regression import normal_quantile
+
 Stat = Callable[[Any, Any], float]
 
 __all__ = [
@@ -580,29 +582,3 @@ def mean_se(values: ArrayLike) -> tuple[float, float]:
     if len(v) < 2:
         return mean, float("nan")
     return mean, float(v.std(ddof=1) / math.sqrt(len(v)))
-
-
-# ----------------------------------------------------------------------------- the normal quantile
-
-
-def _bisect(f: Callable[[float], float], lo: float, hi: float, iters: int = 200) -> float:
-    """Root of an increasing ``f`` with f(lo) < 0 < f(hi), to the last bit."""
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        if mid in (lo, hi):
-            break
-        if f(mid) < 0:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
-def normal_quantile(q: float) -> float:
-    """Standard normal quantile Phi^{-1}(q), by bisection on Phi(x) = erfc(-x / sqrt 2) / 2
-    (accurate to round-off; e.g. 0.975 -> 1.959963984540054)."""
-    if not 0 < q < 1:
-        raise ValueError(f"q must be in (0, 1), got {q}")
-    if q < 0.5:
-        return -normal_quantile(1 - q)
-    return _bisect(lambda x: 0.5 * math.erfc(-x / math.sqrt(2)) - q, 0.0, 40.0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fusion3d.report import fmt
 from fusion3d.report.document import (
     CANONICAL,
     DATA_FREE,
@@ -17,14 +18,6 @@ from fusion3d.report.document import (
     Para,
     Section,
     Table,
-    _cmd,
-    _code,
-    _f,
-    _isnum,
-    _now,
-    _pct,
-    _prob,
-    _score_label,
 )
 from fusion3d.report.sections_retrain import TABLE2_HEADER, _derived_table, _table2_rows
 from fusion3d.report.status import RETRAIN_LABELS, _commands, _retrain_cmd, retrain_parts
@@ -44,12 +37,12 @@ def _demo_table(verdicts: dict[str, dict]) -> Table:
         rows.append(
             [
                 f"**{name}**",
-                _prob(pr.get("mean_s")),
-                _prob(pr.get("mean_t")),
+                fmt.prob(pr.get("mean_s")),
+                fmt.prob(pr.get("mean_t")),
                 f"{pr['s_gt']} of {pr['n']}" if pr else "–",
-                *[_pct(v["acc"].get(k)) for _, k in CANONICAL],
-                _pct(v["opt"]),
-                f"{v['views']}; {_score_label(v['col'])}",
+                *[fmt.pct(v["acc"].get(k)) for _, k in CANONICAL],
+                fmt.pct(v["opt"]),
+                f"{v['views']}; {fmt.score_label(v['col'])}",
             ]
         )
     return Table(
@@ -82,7 +75,7 @@ def _timings_rows(demo: dict) -> list[list[str]]:
                 elif isinstance(e, dict):
                     items.append((e.get("stage", e.get("name", "?")), e.get("seconds", e.get("time"))))
         for stage, sec in items:
-            rows.append([str(kind), str(stage), _f(sec, 1, " s")])
+            rows.append([str(kind), str(stage), fmt.num(sec, 1, " s")])
     return rows
 
 
@@ -95,12 +88,12 @@ def _story(demo_dir: Path, verdicts: dict[str, dict], absent: list[str]) -> Para
         views, col = labels.pop()
         story.append(
             f"Accuracies: strategies scored inside the template without retraining, {views} "
-            f"({_score_label(col)}); drop probabilities are {DATA_FREE}."
+            f"({fmt.score_label(col)}); drop probabilities are {DATA_FREE}."
         )
     if absent:
         story.append(
             f"The {' and '.join(absent)} run{'s are' if len(absent) > 1 else ' is'} missing from "
-            f"{_code(demo_dir)}: run {_code(_cmd('fusion3d', 'demo', '--out', str(demo_dir)))}."
+            f"{fmt.code(demo_dir)}: run {fmt.code(fmt.cmd('fusion3d', 'demo', '--out', str(demo_dir)))}."
         )
     return Para(" ".join(story), "story")
 
@@ -160,8 +153,8 @@ def _timings_section(demo: dict) -> Section:
         return tim
     wall = demo.get("wall_seconds")
     caption = ""
-    if _isnum(wall):
-        caption = f"Total wall time {_f(wall, 1, ' s')}; the two pipelines ran side by side."
+    if fmt.isnum(wall):
+        caption = f"Total wall time {fmt.num(wall, 1, ' s')}; the two pipelines ran side by side."
     tim.blocks.append(Table(["dataset", "stage", "wall time"], rows, caption))
     if isinstance(demo.get("settings"), dict):
         settings = ", ".join(f"{k} {v}" for k, v in demo["settings"].items())
@@ -173,7 +166,8 @@ def _links_section(runs: dict[str, RunData]) -> Section:
     links = Section("runs", "Run reports")
     html_name, md_name = FILES["report_html"], FILES["report_md"]
     items = [
-        (f"{k}: full report of {_code(r.dir)}", f"{k}/{html_name}", f"{k}/{md_name}") for k, r in runs.items()
+        (f"{k}: full report of {fmt.code(r.dir)}", f"{k}/{html_name}", f"{k}/{md_name}")
+        for k, r in runs.items()
     ]
     links.blocks.append(Links(items))
     for k, r in runs.items():
@@ -192,5 +186,5 @@ def demo_document(demo_dir: Path, runs: dict[str, RunData], absent: list[str]) -
         sections.append(der)
     for prob in problems:
         sections[-1].blocks.append(Para(f"**Unreadable file**: {prob}", "missing"))
-    meta = [f"demo folder {_code(demo_dir)}", f"report generated {_now()}"]
+    meta = [f"demo folder {fmt.code(demo_dir)}", f"report generated {fmt.now()}"]
     return Document(TITLE, meta, sections)

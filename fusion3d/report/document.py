@@ -3,13 +3,10 @@ helpers every section uses. Rendering is in ``render``; nothing here reads a fil
 
 from __future__ import annotations
 
-import datetime as _dt
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fusion3d.models.units import CANONICAL as CANONICAL_UNITS
-from fusion3d.run.io import is_number as _isnum
 
 # The canonical strategies as (source in the strategies table, name in a report): all-S, all-ST, all-S+ST.
 CANONICAL = tuple((src, f"all-{unit}") for src, unit in CANONICAL_UNITS)
@@ -90,64 +87,3 @@ class Document:
     title: str
     meta: list[str]
     sections: list[Section]
-
-
-# ----------------------------------------------------------------------------- formatting
-
-
-def _f(v, digits: int = 1, suffix: str = "") -> str:
-    return f"{float(v):.{digits}f}{suffix}" if _isnum(v) else "–"
-
-
-def _pct(v) -> str:
-    return _f(v, 1, "%")
-
-
-def _prob(v) -> str:
-    return _f(v, 3)
-
-
-def _macs(v) -> str:
-    if not _isnum(v):
-        return "–"
-    v = float(v)
-    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if v >= scale:
-            return f"{v / scale:.2f} {unit}"
-    return f"{v:.0f}"
-
-
-def _params(v) -> str:
-    if not _isnum(v):
-        return "–"
-    v = float(v)
-    if v >= 1e6:
-        return f"{v / 1e6:.2f}M"
-    if v >= 1e3:
-        return f"{v / 1e3:.1f}k"
-    return f"{v:.0f}"
-
-
-def _code(s) -> str:
-    s = str(s).replace("`", "'")
-    return f"`{s}`"
-
-
-def _cmd(*parts) -> str:
-    return " ".join(shlex.quote(str(p)) for p in parts)
-
-
-def _when(ts: float | None) -> str:
-    return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "–"
-
-
-def _now() -> str:
-    return _when(_dt.datetime.now().timestamp())
-
-
-def _score_label(col: str) -> str:
-    return SCORE_LABELS.get(col, col)
-
-
-def _n_slots(k: int) -> str:
-    return f"{k} slot" + ("" if k == 1 else "s")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fusion3d.analysis.marginals import plot_depth
-from fusion3d.report.document import _isnum
+from fusion3d.report import fmt
 from fusion3d.run.io import RunData
 from fusion3d.utils import save_figure
 
@@ -51,11 +51,11 @@ def _plot_epochs(axes, run: RunData) -> None:
     axes[2].plot(
         x, [r.get("train_acc") for r in ep], "-o", color="#55A868", ms=3, label="train acc (training batches)"
     )
-    vx = [r["epoch"] for r in ep if _isnum(r.get("val_top1"))]
+    vx = [r["epoch"] for r in ep if fmt.isnum(r.get("val_top1"))]
     if vx:
         axes[2].plot(
             vx,
-            [r["val_top1"] for r in ep if _isnum(r.get("val_top1"))],
+            [r["val_top1"] for r in ep if fmt.isnum(r.get("val_top1"))],
             "-D",
             color="#DD8452",
             ms=4,
@@ -107,7 +107,7 @@ def drop_probs_figure(run: RunData, path: Path) -> Path | None:
     p = np.asarray([r["drop_probs"] for r in ep], dtype=float)  # epochs x slots x 2
     x = [int(r["epoch"]) for r in ep]
     init = run.cfg("model", "drop_init")
-    if _isnum(init) and x[0] == 1:
+    if fmt.isnum(init) and x[0] == 1:
         p = np.concatenate([np.full((1, *p.shape[1:]), float(init)), p])
         x = [0, *x]
     n = p.shape[1]

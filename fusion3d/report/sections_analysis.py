@@ -7,25 +7,8 @@ import numpy as np
 
 from fusion3d.analysis.marginals import depth_marginals
 from fusion3d.models.units import UNITS
-from fusion3d.report.document import (
-    CANONICAL,
-    DATA_FREE,
-    Figures,
-    Img,
-    Missing,
-    Para,
-    Section,
-    Table,
-    _cmd,
-    _code,
-    _isnum,
-    _macs,
-    _n_slots,
-    _params,
-    _pct,
-    _prob,
-    _score_label,
-)
+from fusion3d.report import fmt
+from fusion3d.report.document import CANONICAL, DATA_FREE, Figures, Img, Missing, Para, Section, Table
 from fusion3d.report.figures import depth_png
 from fusion3d.report.status import _chain, _commands
 from fusion3d.run.io import RunData
@@ -43,9 +26,9 @@ def _existing_images(run: RunData, roles) -> list:
 def _marginals_table(run: RunData) -> Table:
     rows = []
     for _, r in run.marginals.iterrows():
-        row = [_code(r["slot"])]
+        row = [fmt.code(r["slot"])]
         for conv in ("paper", "sampling"):
-            row += [_prob(r.get(f"P_{u}_{conv}")) for u in UNITS]
+            row += [fmt.prob(r.get(f"P_{u}_{conv}")) for u in UNITS]
             row.append(str(r.get(f"preferred_unit_{conv}", "–")))
         rows.append(row)
     head = ["slot"] + [
@@ -91,7 +74,7 @@ def _section_marginals(run: RunData) -> Section:
         cnt = a["preferred_unit_counts"].get("paper", {})
         s = ", ".join(f"{u} in {k}" for u, k in cnt.items() if k)
         line = f"Preferred unit (paper convention): {s} of {a['slots']} slots."
-        if _isnum(a.get("opt_agrees_with_paper_preference")):
+        if fmt.isnum(a.get("opt_agrees_with_paper_preference")):
             agree = a["opt_agrees_with_paper_preference"]
             line += f" Opt uses the preferred unit in {agree} of {a['slots']} slots."
         sec.blocks.append(Para(line))
@@ -109,10 +92,10 @@ def _depth_summary(kept, names: list[str], src: str) -> Para:
         f"P(slot kept) = 1 - p_D ({DATA_FREE}; from {src}). "
         + (
             f"**{len(dropped)} of {n} slots** have P(slot kept) < 0.5 (the most probable strategy drops "
-            f"them): {', '.join(_code(x) for x in dropped)}."
+            f"them): {', '.join(fmt.code(x) for x in dropped)}."
             if dropped
             else f"Every slot has P(slot kept) >= 0.5 (lowest {min(kept):.3f}, at "
-            f"{_code(names[int(np.argmin(kept))])}): no layer is judged unneeded yet."
+            f"{fmt.code(names[int(np.argmin(kept))])}): no layer is judged unneeded yet."
         )
     )
 
@@ -143,10 +126,10 @@ def _depth_vs_cka(run: RunData, runs: list[list[str]], kept, names: list[str]) -
         low = [x for x in r if x in idx and kept[idx[x]] < 0.5]
         rows.append(
             [
-                ", ".join(_code(x) for x in r),
-                _prob(np.mean(qs)) if qs else "–",
-                _prob(min(qs)) if qs else "–",
-                ", ".join(_code(x) for x in low) or "none",
+                ", ".join(fmt.code(x) for x in r),
+                fmt.prob(np.mean(qs)) if qs else "–",
+                fmt.prob(min(qs)) if qs else "–",
+                ", ".join(fmt.code(x) for x in low) or "none",
             ]
         )
     blocks = [
@@ -154,7 +137,7 @@ def _depth_vs_cka(run: RunData, runs: list[list[str]], kept, names: list[str]) -
             ["CKA redundant run", "mean P(slot kept)", "min P(slot kept)", "slots the depth gate drops"],
             rows,
             "Runs of consecutive slots whose adjacent CKA is above "
-            + (f"{thr}" if _isnum(thr) else "the threshold")
+            + (f"{thr}" if fmt.isnum(thr) else "the threshold")
             + f" ({FILES['cka']}), against the depth gates' keep probabilities.",
         )
     ]
@@ -164,8 +147,8 @@ def _depth_vs_cka(run: RunData, runs: list[list[str]], kept, names: list[str]) -
     if inside and outside:
         blocks.append(
             Para(
-                f"Mean P(slot kept): {np.mean(inside):.3f} in CKA redundant runs ({_n_slots(len(inside))}), "
-                f"{np.mean(outside):.3f} elsewhere ({_n_slots(len(outside))}); the two signals agree when "
+                f"Mean P(slot kept): {np.mean(inside):.3f} in CKA redundant runs ({fmt.n_slots(len(inside))}), "
+                f"{np.mean(outside):.3f} elsewhere ({fmt.n_slots(len(outside))}); the two signals agree when "
                 "redundant slots are kept less."
             )
         )
@@ -177,10 +160,10 @@ def _depth_marginals_table(p, d, names: list[str], runs: list[list[str]] | None)
     m = depth_marginals(p, d, names)
     rows = [
         [
-            _code(r["slot"]),
-            _prob(r["p_D"]),
-            _prob(r["P_kept"]),
-            _prob(r["P_none"]),
+            fmt.code(r["slot"]),
+            fmt.prob(r["p_D"]),
+            fmt.prob(r["P_kept"]),
+            fmt.prob(r["P_none"]),
             str(r["preferred_unit"]),
             ("yes" if r["slot"] in in_run else "no") if runs is not None else "–",
         ]
@@ -219,7 +202,7 @@ def _section_depth(run: RunData) -> Section | None:
         sec.blocks.append(
             Missing(
                 f"{FILES['cka']} is missing: no CKA redundancy to compare the depth gates with.",
-                _cmd("fusion3d", "analyze", str(run.dir), "--cka"),
+                fmt.cmd("fusion3d", "analyze", str(run.dir), "--cka"),
             )
         )
     elif not runs:
@@ -241,12 +224,12 @@ def _strategy_row(label: str, r: dict, col: str) -> list[str]:
     top5 = col.replace("top1", "top5")
     return [
         label,
-        _code(r.get("strategy", "?")),
-        _pct(r.get("top1_before")),
-        _pct(r.get("top1_after")),
-        _pct(r.get(top5)),
-        _macs(r.get("macs")),
-        _params(r.get("params")),
+        fmt.code(r.get("strategy", "?")),
+        fmt.pct(r.get("top1_before")),
+        fmt.pct(r.get("top1_after")),
+        fmt.pct(r.get(top5)),
+        fmt.macs(r.get("macs")),
+        fmt.params(r.get("params")),
         str(r.get("views", "–")),
     ]
 
@@ -261,11 +244,11 @@ def _sampling_text(run: RunData) -> str:
         f"{n_sampled} distinct hard-Bernoulli draws"
     )
     settings = smp.get("settings") or {}
-    if _isnum(settings.get("num")):
+    if fmt.isnum(settings.get("num")):
         txt += f" (of {settings['num']} draws"
         txt += (
             f", {smp['duplicates_removed']} duplicates removed)"
-            if _isnum(smp.get("duplicates_removed"))
+            if fmt.isnum(smp.get("duplicates_removed"))
             else ")"
         )
     txt += f". Measured on: {run.views()}."
@@ -277,7 +260,7 @@ def _sampling_text(run: RunData) -> str:
         )
     elif meas:
         txt += " No BatchNorm recalibration (only 'before' scores)."
-    if _isnum(smp.get("seconds_per_strategy")):
+    if fmt.isnum(smp.get("seconds_per_strategy")):
         txt += f" {smp['seconds_per_strategy']:.2f} s per strategy ({settings.get('device', '?')})."
     return txt
 
@@ -308,7 +291,7 @@ def _canonical_table(run: RunData) -> Table:
             "measured on",
         ],
         rows,
-        f"Ranking score: {_score_label(col)}. Opt = best score, ties broken by fewer MACs.",
+        f"Ranking score: {fmt.score_label(col)}. Opt = best score, ties broken by fewer MACs.",
     )
 
 
@@ -320,13 +303,13 @@ def _top_table(run: RunData) -> Table:
         trows.append(
             [
                 str(d.get("rank", "")),
-                _code(d.get("strategy")),
+                fmt.code(d.get("strategy")),
                 str(d.get("source", "")),
-                _pct(d.get("top1_before")),
-                _pct(d.get("top1_after")),
-                _pct(d.get(col.replace("top1", "top5"))),
-                _macs(d.get("macs")),
-                _params(d.get("params")),
+                fmt.pct(d.get("top1_before")),
+                fmt.pct(d.get("top1_after")),
+                fmt.pct(d.get(col.replace("top1", "top5"))),
+                fmt.macs(d.get("macs")),
+                fmt.params(d.get("params")),
             ]
         )
     views = "; ".join(str(v) for v in top["views"].dropna().unique()) if "views" in top else run.views()
@@ -342,7 +325,7 @@ def _top_table(run: RunData) -> Table:
             "params",
         ],
         trows,
-        f"{FILES['top']}, measured on: {views}; ranked by {_score_label(col)}.",
+        f"{FILES['top']}, measured on: {views}; ranked by {fmt.score_label(col)}.",
     )
 
 
@@ -366,7 +349,7 @@ def _sampling_progress(run: RunData) -> list:
             Missing(
                 f"Sampling not finished ({len(run.strategies)} of {smp.get('planned', '?')} strategies); "
                 "resume it (scored strategies are skipped).",
-                _cmd("fusion3d", "sample", str(run.dir)),
+                fmt.cmd("fusion3d", "sample", str(run.dir)),
             )
         )
     return out
@@ -407,5 +390,5 @@ def _section_sampling(run: RunData) -> Section:
     )
     if imgs:
         sec.blocks.append(Figures(imgs, [i.alt for i in imgs]))
-        sec.blocks.append(Para(f"Both figures: {_score_label(col)}, measured on: {run.views()}."))
+        sec.blocks.append(Para(f"Both figures: {fmt.score_label(col)}, measured on: {run.views()}."))
     return sec

@@ -4,7 +4,8 @@ noise ceiling."""
 
 from __future__ import annotations
 
-from fusion3d.report.document import Items, Para, Section, Table, _f
+from fusion3d.report import fmt
+from fusion3d.report.document import Items, Para, Section, Table
 from fusion3d.run.io import RunData
 
 PREDICTOR_LABELS = {
@@ -34,7 +35,7 @@ def _predictor_row(name: str, p: dict) -> list[str]:
         f"{_num(t['p'], 3, False)} ({t['p_method']})",
         f"{_num(r['value'])} [{_num(r['ci_low'])}, {_num(r['ci_high'])}]",
         _num(p.get("top_k_overlap"), 1, False),
-        f"{_f(p.get('regret_points'))} pts{se}",
+        f"{fmt.num(p.get('regret_points'))} pts{se}",
     ]
 
 
@@ -44,7 +45,7 @@ def _table_block(name: str, r: dict) -> list:
     blocks = [
         Para(
             f"**Table `{name}`**: {r.get('n')} strategies trained alone, top-1 "
-            f"{_f(summary.get('top1_min'))}-{_f(summary.get('top1_max'))}%; noise ceiling (Kendall tau "
+            f"{fmt.num(summary.get('top1_min'))}-{fmt.num(summary.get('top1_max'))}%; noise ceiling (Kendall tau "
             f"between two training seeds) {_num(nc)}. Template measured on: {r['measured_on']['template']}."
         )
     ]

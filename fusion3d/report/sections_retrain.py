@@ -10,23 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from fusion3d.report.document import (
-    Code,
-    Figures,
-    Img,
-    Items,
-    Missing,
-    Para,
-    Section,
-    Table,
-    _code,
-    _f,
-    _isnum,
-    _macs,
-    _params,
-    _pct,
-    _score_label,
-)
+from fusion3d.report import fmt
+from fusion3d.report.document import Code, Figures, Img, Items, Missing, Para, Section, Table
 from fusion3d.report.status import RETRAIN_LABELS, _commands, _missing_retrain, _retrain_cmd, retrain_parts
 from fusion3d.run.io import RunData
 from fusion3d.run.layout import FILES
@@ -58,11 +43,11 @@ BACKBONES_HEADER = [
 def _retrain_cells(r) -> list[str]:
     """The cells every retrain table shows: strategy, top-1, top-5, MACs, params, epochs, views."""
     return [
-        _code(r.get("strategy")),
-        _pct(r.get("top1")),
-        _pct(r.get("top5")),
-        _macs(r.get("macs")),
-        _params(r.get("params")),
+        fmt.code(r.get("strategy")),
+        fmt.pct(r.get("top1")),
+        fmt.pct(r.get("top5")),
+        fmt.macs(r.get("macs")),
+        fmt.params(r.get("params")),
         str(r.get("epochs", "–")),
         str(r.get("measured_on", "measured on: not recorded")),
     ]
@@ -85,7 +70,7 @@ def _table2_rows(run: RunData, t: pd.DataFrame | None = None) -> list[list[str]]
         label = str(r["label"])
         label = "Opt" if label == "opt" else label
         done = "" if str(r.get("complete", True)).lower() in ("true", "1") else " (**not finished**)"
-        rows.append([f"**{label}**{done}", *_retrain_cells(r), _pct(s.get(col)) if s is not None else "–"])
+        rows.append([f"**{label}**{done}", *_retrain_cells(r), fmt.pct(s.get(col)) if s is not None else "–"])
     return rows
 
 
@@ -138,7 +123,7 @@ def _other_blocks(run: RunData, other: pd.DataFrame, caption: str) -> list:
 
 def _backbones_table(run: RunData, backbones: pd.DataFrame) -> Table:
     rows = [
-        [_code(r["label"]), str(r.get("model", "?")), *_retrain_cells(r)] for _, r in backbones.iterrows()
+        [fmt.code(r["label"]), str(r.get("model", "?")), *_retrain_cells(r)] for _, r in backbones.iterrows()
     ]
     return Table(
         BACKBONES_HEADER,
@@ -153,7 +138,7 @@ def _section_table2(run: RunData) -> Section:
     t2, other, backbones = retrain_parts(run)
     caption = (
         f"{FILES['retrain']}. Last column: the same strategy scored inside the template "
-        f"({_score_label(run.score_col)}; {run.views()})."
+        f"({fmt.score_label(run.score_col)}; {run.views()})."
     )
     sec.blocks.extend(_table2_blocks(run, t2, caption))
     if other is not None:
@@ -170,9 +155,9 @@ def _correlation_table(v: dict, measured: str) -> Table:
     pv = v.get("p_values") if isinstance(v.get("p_values"), dict) else {}
 
     def cell(key):
-        s = _f(v.get(key), 3)
+        s = fmt.num(v.get(key), 3)
         p = pv.get(key)
-        return s + (f" (p = {p:.3g})" if _isnum(p) and s != "–" else "")
+        return s + (f" (p = {p:.3g})" if fmt.isnum(p) and s != "–" else "")
 
     rows = [
         [
@@ -194,13 +179,13 @@ def _correlation_table(v: dict, measured: str) -> Table:
 def _agreement_strategies_table(vc: pd.DataFrame, measured: str) -> Table:
     rows = [
         [
-            _code(r.get("strategy")),
+            fmt.code(r.get("strategy")),
             str(r.get("source", "–")),
-            _pct(r.get("top1_before")),
-            _pct(r.get("top1_after")),
-            _pct(r.get("standalone_top1")),
-            _macs(r.get("macs")),
-            _params(r.get("params")),
+            fmt.pct(r.get("top1_before")),
+            fmt.pct(r.get("top1_after")),
+            fmt.pct(r.get("standalone_top1")),
+            fmt.macs(r.get("macs")),
+            fmt.params(r.get("params")),
         ]
         for _, r in vc.iterrows()
     ]
@@ -235,7 +220,7 @@ def _section_validate(run: RunData) -> Section:
     measured = v.get("measured_on", "measured on: not recorded")
     sec.blocks.append(_correlation_table(v, measured))
     ta, tf = v.get("kendall_tau_after"), v.get("kendall_tau_flops")
-    if _isnum(ta) and _isnum(tf):
+    if fmt.isnum(ta) and fmt.isnum(tf):
         verdict = "better than" if ta > tf else ("no better than" if ta < tf else "as good as")
         sec.blocks.append(
             Para(
@@ -269,18 +254,18 @@ def _derived_table(derived: list[tuple[Path, dict]], rel_to: Path) -> Table:
         )
         canon = d.get("canonical") if isinstance(d.get("canonical"), dict) else {}
         ref = ", ".join(
-            f"all-{u} {_macs((c or {}).get('macs'))}" for u, c in canon.items() if isinstance(c, dict)
+            f"all-{u} {fmt.macs((c or {}).get('macs'))}" for u, c in canon.items() if isinstance(c, dict)
         )
         rule = str(d.get("rule", "–")) + (f" ({d['convention']} convention)" if d.get("convention") else "")
-        if _isnum(d.get("flops_budget_g")):
+        if fmt.isnum(d.get("flops_budget_g")):
             rule += f", budget {d['flops_budget_g']} GMACs"
         rows.append(
             [
-                _code(os.path.relpath(p, rel_to)),
+                fmt.code(os.path.relpath(p, rel_to)),
                 str(d.get("backbone", "?")),
-                _code(units),
-                _macs(d.get("macs")) + (f" (vs {ref})" if ref else ""),
-                _params(d.get("params")),
+                fmt.code(units),
+                fmt.macs(d.get("macs")) + (f" (vs {ref})" if ref else ""),
+                fmt.params(d.get("params")),
                 rule,
             ]
         )
@@ -295,13 +280,13 @@ def _derived_table(derived: list[tuple[Path, dict]], rel_to: Path) -> Table:
 def _cka_run_text(r) -> str:
     if isinstance(r, dict):
         slots = r.get("slots") or [r.get("first", "?"), r.get("last", "?")]
-        s = ", ".join(_code(x) for x in slots)
-        if _isnum(r.get("min_adjacent_cka")):
+        s = ", ".join(fmt.code(x) for x in slots)
+        if fmt.isnum(r.get("min_adjacent_cka")):
             s += f" (adjacent CKA at least {r['min_adjacent_cka']:.3f})"
         return s
     if isinstance(r, (list, tuple)):
-        return ", ".join(_code(x) for x in r)
-    return _code(r)
+        return ", ".join(fmt.code(x) for x in r)
+    return fmt.code(r)
 
 
 def _cka_blocks(c: dict) -> list:
@@ -309,20 +294,20 @@ def _cka_blocks(c: dict) -> list:
     blocks = []
     strat = c.get("strategies") if isinstance(c.get("strategies"), dict) else {}
     desc = [
-        f"{k}: {_code((v or {}).get('string', '?'))} ({(v or {}).get('source', '?')})"
+        f"{k}: {fmt.code((v or {}).get('string', '?'))} ({(v or {}).get('source', '?')})"
         for k, v in strat.items()
         if isinstance(v, dict)
     ]
     if desc:
         blocks.append(Para("CKA of slot outputs; " + "; ".join(desc) + "."))
     runs = c.get("redundant_runs") or []
-    thr = f" (adjacent CKA above {c['threshold']})" if _isnum(c.get("threshold")) else ""
+    thr = f" (adjacent CKA above {c['threshold']})" if fmt.isnum(c.get("threshold")) else ""
     if runs:
         blocks.append(Para(f"Redundant runs of consecutive slots{thr}, candidates for removal:"))
         blocks.append(Items([_cka_run_text(r) for r in runs]))
     else:
         blocks.append(Para(f"{FILES['cka']} lists no redundant run of slots{thr}."))
-    if _isnum(c.get("between_diagonal_mean")):
+    if fmt.isnum(c.get("between_diagonal_mean")):
         blocks.append(
             Para(f"Mean CKA between the two strategies at the same slot: {c['between_diagonal_mean']:.3f}.")
         )
@@ -341,7 +326,7 @@ def _section_diagnostics(run: RunData) -> Section | None:
                 f.rf_vs_accuracy,
                 "temporal receptive field vs accuracy",
                 f"Temporal receptive field at the head vs template accuracy of the scored strategies "
-                f"({run.views()}; {_score_label(run.score_col)}).",
+                f"({run.views()}; {fmt.score_label(run.score_col)}).",
             )
         )
     cka_imgs = [

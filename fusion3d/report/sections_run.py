@@ -6,22 +6,8 @@ from __future__ import annotations
 import math
 
 from fusion3d.analysis.verdicts import path_preference
-from fusion3d.report.document import (
-    DATA_FREE,
-    Code,
-    Img,
-    Missing,
-    Para,
-    Section,
-    Table,
-    _code,
-    _f,
-    _isnum,
-    _now,
-    _pct,
-    _prob,
-    _when,
-)
+from fusion3d.report import fmt
+from fusion3d.report.document import DATA_FREE, Code, Img, Missing, Para, Section, Table
 from fusion3d.report.figures import drop_probs_png, training_png
 from fusion3d.report.status import _commands, _stages
 from fusion3d.report.verdicts import headline
@@ -31,10 +17,10 @@ from fusion3d.run.layout import FILES
 
 def _meta(run: RunData) -> list[str]:
     """The lines under the title: run directory, dataset, model, when written."""
-    meta = [f"run directory {_code(run.dir)}"]
-    fmt, root = run.cfg("data", "format"), run.cfg("data", "root")
-    if root or fmt:
-        ds = f"dataset {_code(root)} (format {fmt or '?'}"
+    meta = [f"run directory {fmt.code(run.dir)}"]
+    data_format, root = run.cfg("data", "format"), run.cfg("data", "root")
+    if root or data_format:
+        ds = f"dataset {fmt.code(root)} (format {data_format or '?'}"
         if run.start:
             ds += (
                 f"; {run.start.get('classes', '?')} classes, {run.start.get('train_videos', '?')} training "
@@ -43,18 +29,18 @@ def _meta(run: RunData) -> list[str]:
         meta.append(ds + ")")
     preset = run.cfg("model", "name")
     if preset:
-        m = f"model preset {_code(preset)}"
+        m = f"model preset {fmt.code(preset)}"
         p, _, _ = run.drop_probs()
         extra = []
         if p is not None:
             extra.append(f"{len(p)} slots")
-        if run.start and _isnum(run.start.get("params")):
+        if run.start and fmt.isnum(run.start.get("params")):
             extra.append(f"{int(run.start['params']):,} parameters")
         if run.cfg("model", "strategy"):
-            extra.append(f"fixed strategy {_code(run.cfg('model', 'strategy'))}")
+            extra.append(f"fixed strategy {fmt.code(run.cfg('model', 'strategy'))}")
         meta.append(m + (f" ({', '.join(extra)})" if extra else ""))
     stamps = [f.stat().st_mtime for f in run.files.data_files()]
-    meta.append(f"run last written {_when(max(stamps) if stamps else None)}; report generated {_now()}")
+    meta.append(f"run last written {fmt.when(max(stamps) if stamps else None)}; report generated {fmt.now()}")
     return meta
 
 
@@ -124,13 +110,13 @@ def _last_epochs_table(run: RunData) -> Table | None:
             [
                 str(r["epoch"]),
                 str(phase),
-                _f(r.get("loss"), 3),
-                _f(r.get("ce"), 3),
-                _f(r.get("reg"), 4),
-                _pct(r.get("train_acc")),
-                _pct(r.get("val_top1")),
-                _pct(r.get("val_top5")),
-                _pct(r.get("val_single_mean")),
+                fmt.num(r.get("loss"), 3),
+                fmt.num(r.get("ce"), 3),
+                fmt.num(r.get("reg"), 4),
+                fmt.pct(r.get("train_acc")),
+                fmt.pct(r.get("val_top1")),
+                fmt.pct(r.get("val_top5")),
+                fmt.pct(r.get("val_single_mean")),
                 f"{r.get('val_measure', '–')}; {r.get('val_views', '–')}" if "val_top1" in r else "–",
             ]
         )
@@ -163,7 +149,7 @@ def _section_training(run: RunData) -> Section:
         sec.blocks.append(Missing(f"{FILES['metrics']} is missing: training has not started.", c["train"]))
         return sec
     total = run.total_epochs
-    state = "complete" if run.trained else f"**not finished** (resume with {_code(c['train'])})"
+    state = "complete" if run.trained else f"**not finished** (resume with {fmt.code(c['train'])})"
     sec.blocks.append(
         Para(
             f"{run.epochs_done} of {total or '?'} epochs ({run.warmup_epochs} warm-up with every "
@@ -209,13 +195,13 @@ def _drop_table(p, names: list[str], src: str) -> Table:
         higher = "S" if ps > pt else ("T" if pt > ps else "=")
         rows.append(
             [
-                _code(name),
-                _prob(ps),
-                _prob(pt),
-                _prob(1 - ps),
-                _prob(1 - pt),
-                _prob(1 - math.sqrt(ps)),
-                _prob(1 - math.sqrt(pt)),
+                fmt.code(name),
+                fmt.prob(ps),
+                fmt.prob(pt),
+                fmt.prob(1 - ps),
+                fmt.prob(1 - pt),
+                fmt.prob(1 - math.sqrt(ps)),
+                fmt.prob(1 - math.sqrt(pt)),
                 higher,
             ]
         )
@@ -223,10 +209,10 @@ def _drop_table(p, names: list[str], src: str) -> Table:
     rows.append(
         [
             "**mean**",
-            _prob(s["mean_s"]),
-            _prob(s["mean_t"]),
-            _prob(1 - s["mean_s"]),
-            _prob(1 - s["mean_t"]),
+            fmt.prob(s["mean_s"]),
+            fmt.prob(s["mean_t"]),
+            fmt.prob(1 - s["mean_s"]),
+            fmt.prob(1 - s["mean_t"]),
             "",
             "",
             f"S in {s['s_gt']} of {s['n']}",

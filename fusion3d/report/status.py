@@ -8,7 +8,8 @@ import re
 import pandas as pd
 
 from fusion3d.models.units import DESIGN_UNITS
-from fusion3d.report.document import Table, _cmd, _code
+from fusion3d.report import fmt
+from fusion3d.report.document import Table
 from fusion3d.run.io import RunData
 from fusion3d.run.layout import FILES
 
@@ -19,12 +20,12 @@ RETRAIN_LABELS = (*DESIGN_UNITS, "opt")
 def _commands(run: RunData) -> dict[str, str]:
     d = str(run.dir)
     return {
-        "train": _cmd("fusion3d", "train", f"{d}/{FILES['config']}", f"run.out={d}", "--resume", "auto"),
-        "sample": _cmd("fusion3d", "sample", d, "--num", "100"),
-        "analyze": _cmd("fusion3d", "analyze", d),
-        "retrain": _cmd("fusion3d", "retrain", d, "--strategy", "LABEL"),
-        "validate": _cmd("fusion3d", "validate", d),
-        "report": _cmd("fusion3d", "report", d),
+        "train": fmt.cmd("fusion3d", "train", f"{d}/{FILES['config']}", f"run.out={d}", "--resume", "auto"),
+        "sample": fmt.cmd("fusion3d", "sample", d, "--num", "100"),
+        "analyze": fmt.cmd("fusion3d", "analyze", d),
+        "retrain": fmt.cmd("fusion3d", "retrain", d, "--strategy", "LABEL"),
+        "validate": fmt.cmd("fusion3d", "validate", d),
+        "report": fmt.cmd("fusion3d", "report", d),
     }
 
 
@@ -38,7 +39,7 @@ def _chain(run: RunData, stage: str) -> str:
 
 
 def _retrain_cmd(run: RunData, label: str) -> str:
-    return _cmd("fusion3d", "retrain", str(run.dir), "--strategy", label)
+    return fmt.cmd("fusion3d", "retrain", str(run.dir), "--strategy", label)
 
 
 def _is_table2_label(label: str) -> bool:
@@ -84,33 +85,33 @@ def _train_row(run: RunData, c: dict[str, str]) -> list[str]:
         return [
             "train",
             f"**not finished**: {run.epochs_done} of {total or '?'} epochs done{why}",
-            _code(c["train"]),
+            fmt.code(c["train"]),
         ]
-    return ["train", "**not run**", _code(c["train"])]
+    return ["train", "**not run**", fmt.code(c["train"])]
 
 
 def _sample_row(run: RunData, c: dict[str, str], n: int) -> list[str]:
     if n == 0:
-        return ["sample", "**not run**", _code(c["sample"])]
+        return ["sample", "**not run**", fmt.code(c["sample"])]
     if run.sample is None or not run.sample.get("complete", True):
         planned = (run.sample or {}).get("planned", "?")
         return [
             "sample",
             f"**not finished**: {n} of {planned} strategies scored",
-            _code(_cmd("fusion3d", "sample", str(run.dir))),
+            fmt.code(fmt.cmd("fusion3d", "sample", str(run.dir))),
         ]
     return ["sample", f"{n} strategies scored", ""]
 
 
 def _analyze_row(run: RunData, c: dict[str, str], n: int) -> list[str]:
     if run.analysis is None:
-        return ["analyze", "**not run**", _code(_chain(run, "analyze"))]
+        return ["analyze", "**not run**", fmt.code(_chain(run, "analyze"))]
     if run.analysis_stale():
         return [
             "analyze",
             f"**out of date** (it saw {run.analysis.get('strategies')} strategies, "
             f"{FILES['strategies']} holds {n})",
-            _code(c["analyze"]),
+            fmt.code(c["analyze"]),
         ]
     return ["analyze", "done", ""]
 
@@ -120,13 +121,17 @@ def _retrain_row(run: RunData) -> list[str]:
     t2, other, backbones = retrain_parts(run)
     done = [] if t2 is None else [str(x) for x in t2["label"]]
     if not done:
-        row = ["retrain", "**not run**", "; ".join(_code(_retrain_cmd(run, lab)) for lab in RETRAIN_LABELS)]
+        row = [
+            "retrain",
+            "**not run**",
+            "; ".join(fmt.code(_retrain_cmd(run, lab)) for lab in RETRAIN_LABELS),
+        ]
     else:
         status = "trained alone: " + ", ".join(sorted(done, key=lambda x: (RETRAIN_LABELS + (x,)).index(x)))
         row = [
             "retrain",
             status + (f"; **missing** {', '.join(missing)}" if missing else ""),
-            "; ".join(_code(_retrain_cmd(run, lab)) for lab in missing),
+            "; ".join(fmt.code(_retrain_cmd(run, lab)) for lab in missing),
         ]
     extra = [
         f"{len(x)} {what}"
@@ -149,6 +154,10 @@ def _stages(run: RunData) -> Table:
     n = 0 if run.strategies is None else len(run.strategies)
     rows += [_sample_row(run, c, n), _analyze_row(run, c, n), _retrain_row(run)]
     rows.append(
-        ["validate", "done" if run.validate else "**not run**", "" if run.validate else _code(c["validate"])]
+        [
+            "validate",
+            "done" if run.validate else "**not run**",
+            "" if run.validate else fmt.code(c["validate"]),
+        ]
     )
     return Table(["stage", "status", "command"], rows)

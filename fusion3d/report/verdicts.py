@@ -12,7 +12,8 @@ from fusion3d.analysis.verdicts import (
     path_preference,
 )
 from fusion3d.models.units import TEMPORAL_UNITS
-from fusion3d.report.document import CANONICAL, DATA_FREE, _code, _isnum, _pct, _score_label
+from fusion3d.report import fmt
+from fusion3d.report.document import CANONICAL, DATA_FREE
 from fusion3d.report.status import _commands
 from fusion3d.run.io import RunData
 
@@ -24,7 +25,7 @@ TEMPORAL_NAMES = tuple(f"all-{u}" for u in TEMPORAL_UNITS)
 def _pref_sentence(p, init=None) -> str:
     s = path_preference(p)
     means = f"mean p_S {s['mean_s']:.3f}, p_T {s['mean_t']:.3f}; {DATA_FREE}"
-    if _isnum(init) and barely_moved(p, init):
+    if fmt.isnum(init) and barely_moved(p, init):
         means += (
             f"; every drop probability is still within {BARELY_MOVED} of its initial {float(init):g}: "
             "train longer or raise `train.k`"
@@ -52,22 +53,22 @@ def _accuracy_sentence(run: RunData) -> str | None:
         return None
     col = run.score_col
     canon = run.canonical()
-    parts = [f"{name} {_pct(canon[src].get(col))}" for src, name in CANONICAL if src in canon]
+    parts = [f"{name} {fmt.pct(canon[src].get(col))}" for src, name in CANONICAL if src in canon]
     n = len(run.strategies) if run.strategies is not None else (run.analysis or {}).get("strategies", "?")
     src = str(opt.get("source", "?")).replace("canonical_", "all-").replace("_", " ")
-    s = f"The best of {n} scored strategies (Opt, {src}) reaches {_pct(opt.get(col))}"
+    s = f"The best of {n} scored strategies (Opt, {src}) reaches {fmt.pct(opt.get(col))}"
     if parts:
         s += " vs " + ", ".join(parts)
-    return s + f" ({run.views()}; {_score_label(col)})."
+    return s + f" ({run.views()}; {fmt.score_label(col)})."
 
 
 def _fixed_headline(run: RunData) -> list[str]:
     strategy = run.cfg("model", "strategy") or "?"
     val = next((r for r in reversed(run.epochs) if "val_top1" in r), None)
-    s = f"Strategy {_code(strategy)} trained alone"
+    s = f"Strategy {fmt.code(strategy)} trained alone"
     if val is not None:
         s += (
-            f": top-1 {_pct(val['val_top1'])} after epoch {val['epoch']} "
+            f": top-1 {fmt.pct(val['val_top1'])} after epoch {val['epoch']} "
             f"({val.get('val_views', 'views not recorded')})"
         )
     return [s + "."]
@@ -85,20 +86,20 @@ def headline(run: RunData) -> list[str]:
     elif run.metrics is not None:
         out.append(
             f"Drop probabilities not learned yet: the v-DropPath phase starts after epoch "
-            f"{run.warmup_epochs}, and {run.epochs_done} epochs are done (resume: {_code(c['train'])})."
+            f"{run.warmup_epochs}, and {run.epochs_done} epochs are done (resume: {fmt.code(c['train'])})."
         )
     else:
-        out.append(f"Training has not produced metrics yet (run {_code(c['train'])}).")
+        out.append(f"Training has not produced metrics yet (run {fmt.code(c['train'])}).")
     if not run.trained and run.metrics is not None and run.vdroppath_reached():
         out.append(
             f"Training stopped after epoch {run.epochs_done} of {run.total_epochs or '?'} "
-            f"(resume: {_code(c['train'])})."
+            f"(resume: {fmt.code(c['train'])})."
         )
     acc = _accuracy_sentence(run)
     if acc:
         out.append(acc)
     elif run.trained:
-        out.append(f"No strategy scored yet (run {_code(c['sample'])}).")
+        out.append(f"No strategy scored yet (run {fmt.code(c['sample'])}).")
     return out
 
 
@@ -129,13 +130,13 @@ def _verdict(run: RunData) -> dict:
 def _acc_verdict(v: dict) -> dict | None:
     """all-S against the better temporal canonical strategy, judged against binomial noise."""
     acc = v["acc"]
-    temporal = {k: float(acc[k]) for k in TEMPORAL_NAMES if _isnum(acc.get(k))}
-    if not _isnum(acc.get("all-S")) or not temporal:
+    temporal = {k: float(acc[k]) for k in TEMPORAL_NAMES if fmt.isnum(acc.get(k))}
+    if not fmt.isnum(acc.get("all-S")) or not temporal:
         return None
     s = float(acc["all-S"])
     out = accuracy_gap(s, temporal, v["n_videos"])
-    against = " and ".join(f"{k} {_pct(x)}" for k, x in temporal.items())
-    out["nums"] = f"all-S scores {_pct(s)} against {against}"
+    against = " and ".join(f"{k} {fmt.pct(x)}" for k, x in temporal.items())
+    out["nums"] = f"all-S scores {fmt.pct(s)} against {against}"
     return out
 
 
@@ -179,7 +180,7 @@ def _evidence(v: dict, av: dict | None, pr: dict | None, label: bool) -> list[st
                 f"{av['noise']:.1f})"
             )
         if label:
-            e += f" [{v['views']}; {_score_label(v['col'])}]"
+            e += f" [{v['views']}; {fmt.score_label(v['col'])}]"
         evidence.append(e)
     if pr is not None:
         evidence.append(
@@ -189,7 +190,7 @@ def _evidence(v: dict, av: dict | None, pr: dict | None, label: bool) -> list[st
         if v["opt_units"]:
             k, n = sum(u in TEMPORAL_UNITS for u in v["opt_units"]), len(v["opt_units"])
             where = "every slot" if k == n else f"{k} of {n} slots"
-            evidence.append(f"Opt ({_pct(v['opt'])}) keeps a temporal path in {where}")
+            evidence.append(f"Opt ({fmt.pct(v['opt'])}) keeps a temporal path in {where}")
     return evidence
 
 
