@@ -24,9 +24,8 @@ import multiprocessing
 import os
 import shlex
 import shutil
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -192,14 +191,20 @@ def build(
     todo = [r for r in rows[shard_i::shard_n] if r["key"] not in done]
     if limit is not None:
         todo = todo[: int(limit)]
+    invocations = json.loads(bdir.build.read_text()).get("invocations", []) if bdir.build.is_file() else []
+    invocations.append(
+        {
+            "command": _command_line(name, out, workers, shard, limit, publish),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "rows": len(todo),
+        }
+    )
     info = {
         "name": spec.name,
         "spec": spec.__dict__,
         "data_id": catalog.data_id(bdir.data_dir),
         "planned_rows": len(rows),
-        "command": "fusion3d bench build " + " ".join(shlex.quote(a) for a in sys.argv[3:])
-        if sys.argv[1:3] == ["bench", "build"]
-        else None,
+        "invocations": invocations,
     }
     atomic_write_text(bdir.build, json.dumps(info, indent=1, default=str) + "\n")
     if progress:
@@ -213,12 +218,23 @@ def build(
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(int(workers), len(todo)), mp_context=ctx) as pool:
             futures = [pool.submit(train_row, spec_path, str(bdir.path), r) for r in todo]
-            for k, f in enumerate(futures):
+            for k, f in enumerate(as_completed(futures)):  # each row is kept as soon as it is trained
                 _finish(bdir, f.result(), k, len(todo), t0, progress)
     else:
         for k, r in enumerate(todo):
             _finish(bdir, train_row(spec_path, str(bdir.path), r), k, len(todo), t0, progress)
+    info["invocations"][-1]["wall_seconds"] = round(time.time() - t0, 1)
+    atomic_write_text(bdir.build, json.dumps(info, indent=1, default=str) + "\n")
     return _maybe_finish_table(spec, bdir, rows, publish)
+
+
+def _command_line(name, out, workers, shard, limit, publish) -> str:
+    """The ``fusion3d bench build`` command of this call (recorded with the table)."""
+    parts = ["fusion3d", "bench", "build", str(name), "--out", str(out), "--workers", str(workers)]
+    parts += ["--shard", str(shard)] if shard else []
+    parts += ["--limit", str(limit)] if limit is not None else []
+    parts += ["--publish"] if publish else []
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def _finish(bdir: BenchDir, row: dict, k: int, n: int, t0: float, progress: bool) -> None:
@@ -249,7 +265,10 @@ def _maybe_finish_table(spec: catalog.BenchSpec, bdir: BenchDir, rows: list[dict
             "design": spec.design,
             "seeds": spec.seeds,
             "train_seconds_total": round(float(table["seconds"].sum()), 1),
-            "command": f"fusion3d bench build {spec.name} --workers N (see docs/validity.md)",
+            "commands": [i["command"] for i in info.get("invocations", [])],
+            "wall_seconds_total": round(
+                sum(i.get("wall_seconds", 0.0) for i in info.get("invocations", [])), 1
+            ),
             "summary": describe_table(table),
         }
         atomic_write_text(bdir.table_meta, json.dumps(meta, indent=1) + "\n")
