@@ -92,6 +92,41 @@ def strategy_plan(model, num: int, seed: int) -> list[tuple[Strategy, str]]:
 # ----------------------------------------------------------------------------- the stage
 
 
+def _totals(
+    df, plan, model, num: int, new_rows: int, seconds: list, t_start: float, recalibrate: bool
+) -> dict:
+    """The totals ``sample.json`` ends with: what was planned and scored, timing, the best row."""
+    scored = set(df["id"].astype(str))
+    score = "top1_after" if recalibrate else "top1_before"
+    sampled = df[df["source"] == "sampled"]
+    best = (
+        df.sort_values([score, "macs"], ascending=[False, True], kind="stable").iloc[0] if len(df) else None
+    )
+    return {
+        "complete": all(s.id in scored for s, _ in plan),
+        "rows": len(df),
+        "new_rows": new_rows,
+        "unique_sampled_planned": sum(1 for _, src in plan if src == "sampled"),
+        "duplicates_removed": int(num) + 4 - len(plan),
+        "seconds_total": round(time.perf_counter() - t_start, 3),
+        "seconds_per_strategy": round(float(np.mean(seconds)), 4) if seconds else None,
+        "canonical_ids": {source: Strategy.uniform(unit, model.num_slots).id for source, unit in CANONICAL},
+        "most_probable_id": model.most_probable_strategy().id,
+        "score_column": score,
+        "sampled_mean": float(sampled[score].mean()) if len(sampled) else None,
+        "sampled_std": float(sampled[score].std(ddof=0)) if len(sampled) else None,
+        "best": None
+        if best is None
+        else {
+            "id": best["id"],
+            "strategy": best["strategy"],
+            "source": best["source"],
+            score: float(best[score]),
+            "macs": int(best["macs"]),
+        },
+    }
+
+
 def run_sample(
     run_dir: str | Path,
     num: int = 100,
@@ -215,39 +250,7 @@ def run_sample(
         if not merge_shards(run_dir, order):
             return df  # other shards still running: the last one to finish merges
         df = read_strategies(main_csv)
-    scored = set(df["id"].astype(str))
-    score = "top1_after" if recalibrate else "top1_before"
-    sampled = df[df["source"] == "sampled"]
-    best = (
-        df.sort_values([score, "macs"], ascending=[False, True], kind="stable").iloc[0] if len(df) else None
-    )
-    info.update(
-        {
-            "complete": all(s.id in scored for s, _ in plan),
-            "rows": len(df),
-            "new_rows": new_rows,
-            "unique_sampled_planned": sum(1 for _, src in plan if src == "sampled"),
-            "duplicates_removed": int(num) + 4 - len(plan),
-            "seconds_total": round(time.perf_counter() - t_start, 3),
-            "seconds_per_strategy": round(float(np.mean(seconds)), 4) if seconds else None,
-            "canonical_ids": {
-                source: Strategy.uniform(unit, model.num_slots).id for source, unit in CANONICAL
-            },
-            "most_probable_id": model.most_probable_strategy().id,
-            "score_column": score,
-            "sampled_mean": float(sampled[score].mean()) if len(sampled) else None,
-            "sampled_std": float(sampled[score].std(ddof=0)) if len(sampled) else None,
-            "best": None
-            if best is None
-            else {
-                "id": best["id"],
-                "strategy": best["strategy"],
-                "source": best["source"],
-                score: float(best[score]),
-                "macs": int(best["macs"]),
-            },
-        }
-    )
+    info.update(_totals(df, plan, model, num, new_rows, seconds, t_start, recalibrate))
     atomic_write_text(json_path, json.dumps(info, indent=1) + "\n")
     return df
 
