@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from fusion3d.config import ConfigError
+from fusion3d.errors import FusionError
 
 
 def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -43,7 +44,12 @@ def _train(args) -> int:
     from fusion3d.stages.train import command
 
     return command(
-        args.config, args.overrides, resume=args.resume, init=args.init, max_epochs=args.max_epochs
+        args.config,
+        args.overrides,
+        resume=args.resume,
+        init=args.init,
+        max_epochs=args.max_epochs,
+        overwrite=args.overwrite,
     )
 
 
@@ -76,8 +82,25 @@ def _stage(module: str, name: str = "command"):
     return handler
 
 
+def version() -> str:
+    """The installed distribution's version, or the source tree's ``fusion3d.__version__``."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("fusion3d")
+    except PackageNotFoundError:
+        from fusion3d import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fusion3d", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"fusion3d {version()}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error (for bug reports)"
+    )
     sub = parser.add_subparsers(dest="verb", required=True)
 
     data = sub.add_parser("data", help="dataset tools: synthesise, scan")
@@ -120,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-epochs", type=int, default=None, help="stop after this many epochs in total (resumable)"
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in a directory that holds a run: the old run is moved aside to DIR.old-<time>",
+    )
     p.set_defaults(func=_train)
 
     p = sub.add_parser(
@@ -138,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recal-clips", type=int, default=None, help="training clips used for BN recalibration")
     p.add_argument("--batch-size", type=int, default=None, help="evaluation batch size")
     p.add_argument("--device", default=None, help="torch device (default: the run's)")
+    p.add_argument(
+        "--allow-unfinished",
+        action="store_true",
+        help="score a template whose training has not finished (checkpoint epoch < total epochs)",
+    )
     p.add_argument(
         "--shard",
         default=None,
@@ -238,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print the resolved config, or the schema with --schema")
     _add_config_args(p)
     p.add_argument("--schema", action="store_true", help="list every key with default and description")
+    p.add_argument(
+        "--list", action="store_true", help="list the configs shipped with fusion3d (usable by name)"
+    )
     p.set_defaults(func=_stage("config"))
 
     p = sub.add_parser("demo", help="run the whole method on synthetic videos")
@@ -261,13 +297,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _one_line(e: BaseException) -> str:
+    """The error as one line: its message (whitespace folded), naming the file when an OSError has one."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, KeyError):
+        text = f"missing entry {text}"
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
+        text = f"{e.filename}: {text}"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one verb. Expected failures (``FusionError``, config errors, missing files, bad values, OS
+    errors) print one line, ``fusion3d: error: ...``, and return 2; ``--debug`` shows the traceback."""
     args = parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ConfigError as e:
-        print(f"fusion3d: config error: {e}", file=sys.stderr)
+    except (FusionError, ConfigError, FileNotFoundError, ValueError, OSError) as e:
+        if getattr(args, "debug", False):
+            raise
+        print(f"fusion3d: error: {_one_line(e)}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as e:
-        print(f"fusion3d: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("fusion3d: interrupted", file=sys.stderr)
+        return 130

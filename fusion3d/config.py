@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ Format = Literal["ucf101", "kinetics", "ssv2", "ssv1", "video_list", "frame_list
 class DataConfig:
     """Where the videos are, how clips are sampled and transformed."""
 
-    format: Format = _f("ucf101", "annotation format of the dataset (see DATA_FORMATS in the README)")
+    format: Format = _f("ucf101", "annotation format of the dataset (see docs/data_formats.md)")
     root: str = _f("data/synth_motion", "folder holding the videos (or frame folders)")
     annotations: str = _f("data/synth_motion/ucfTrainTestlist", "official annotation file or folder")
     split: int = _f(1, "official split number where the format has several (UCF101: 1-3)")
@@ -184,14 +185,19 @@ def _check_value(key: str, tp: Any, value: Any) -> Any:
             return int(value)
         raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads 1e-9 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # PyYAML reads 1e-9 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"config key '{key}': expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -305,9 +311,22 @@ def check_config(cfg: Config) -> None:
         )
     if len(d.mean) != 3 or len(d.std) != 3:
         raise ConfigError("config keys 'data.mean' and 'data.std' must hold 3 numbers (RGB)")
+    for key, values in (("data.mean", d.mean), ("data.std", d.std)):
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"config key '{key}' must hold 3 finite numbers, got {values!r}")
+    if any(v <= 0 for v in d.std):
+        raise ConfigError(f"config key 'data.std' must hold 3 positive numbers (it divides), got {d.std!r}")
     for pair in d.flip_swap:
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, int) for x in pair)):
             raise ConfigError(f"config key 'data.flip_swap': each entry must be a pair of ints, got {pair!r}")
+    r = cfg.run
+    if r.seed < 0:
+        raise ConfigError(f"config key 'run.seed' must be >= 0, got {r.seed}")
+    if r.threads < 0:
+        raise ConfigError(f"config key 'run.threads' must be >= 0 (0: torch's default), got {r.threads}")
+    if not r.out.strip():
+        raise ConfigError("config key 'run.out' must name a run directory, got an empty string")
     t = cfg.train
     for key, v in (
         ("train.batch_size", t.batch_size),
@@ -321,9 +340,13 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(
             "config keys 'train.warmup_epochs' and 'train.epochs' must be >= 0 with a positive sum"
         )
-    if t.lr <= 0 or t.logit_lr < 0 or t.k < 0:
+    for key, v, low in (("train.lr", t.lr, None), ("train.logit_lr", t.logit_lr, 0), ("train.k", t.k, 0)):
+        if (low is None and v <= 0) or (low is not None and v < low):
+            raise ConfigError(f"config key '{key}' must be {'> 0' if low is None else '>= 0'}, got {v}")
+    if t.grad_clip < 0 or t.weight_decay < 0:
         raise ConfigError(
-            "config keys 'train.lr' (> 0), 'train.logit_lr' and 'train.k' (>= 0) are out of range"
+            f"config keys 'train.grad_clip' and 'train.weight_decay' must be >= 0, got {t.grad_clip}, "
+            f"{t.weight_decay}"
         )
     if any(not isinstance(m, int) or m < 1 for m in t.milestones):
         raise ConfigError(
@@ -355,6 +378,34 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         set_key(cfg, key, value)
     check_config(cfg)
     return cfg
+
+
+def explicit_keys(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> set[str]:
+    """The dotted keys a config file and ``key=value`` overrides set (a section counts as its keys)."""
+    keys: set[str] = set()
+
+    def walk(mapping: Any, prefix: str) -> None:
+        if not isinstance(mapping, dict):
+            return
+        for name, value in mapping.items():
+            key = prefix + str(name)
+            if isinstance(value, dict) and not prefix:
+                walk(value, key + ".")
+            else:
+                keys.add(key)
+
+    if path is not None and Path(path).is_file():
+        try:
+            walk(yaml.safe_load(Path(path).read_text()) or {}, "")
+        except yaml.YAMLError:
+            pass  # load_config reports it
+    for text in overrides:
+        key, value = parse_override(text)
+        if isinstance(value, dict) and "." not in key:
+            walk(value, key + ".")
+        else:
+            keys.add(key)
+    return keys
 
 
 def to_dict(cfg: Any) -> dict:

@@ -91,12 +91,18 @@ def test_noise_ceiling_is_one_for_identical_seeds_and_lower_with_noise():
     assert noise_ceiling(noisy)["kendall_tau"] < 1.0
 
 
-def test_standard_error_pools_the_seed_variance():
+def test_standard_error_adds_test_set_noise_and_the_median_seed_variance():
     strategies = structured_design(6)
-    t = _table(lambda s: 50.0, strategies)
+    t = _table(lambda s: 50.0, strategies, n_test=400)
     t.loc[t["seed"] == 0, "top1"] += 1.0  # every strategy: seeds 51 and 50, variance 0.5
+    t.loc[(t["seed"] == 0) & (t["design"] == "all-S"), "top1"] += 40.0  # one failed optimisation
     gt = ground_truth(t)
-    np.testing.assert_allclose(gt["se"], np.sqrt(0.5 / 2))
+    binom = 100 * np.sqrt(0.505 * 0.495 / 400)
+    typical = gt["design"] != "all-S"
+    np.testing.assert_allclose(
+        gt.loc[typical, "se"], np.sqrt(binom**2 + 0.5 / 2)
+    )  # the outlier does not inflate it
+    assert gt.loc[~typical, "top1_max"].item() - gt.loc[~typical, "top1_min"].item() == 41.0
 
 
 def test_a_perfect_predictor_scores_tau_one_no_regret_and_full_top5():

@@ -1,5 +1,5 @@
 """The shipped configs: every one loads; the dataset configs hold the paper's hyper-parameters
-(METHOD.md §3-§4) and read a tiny fake dataset in the official layout end to end (parse, probe,
+(docs/method.md §3-§4) and read a tiny fake dataset in the official layout end to end (parse, probe,
 carve the selection split, one training clip and one evaluation view with the config's sampling
 and transforms); the README's "Running on real datasets" commands and table agree with them.
 
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 DATASETS = ("ucf101", "kinetics400", "ssv1", "ssv2")
 
-# METHOD.md §4 (schedule, k) and §3 (16x224x224 clips), per dataset.
+# docs/method.md §4 (schedule, k) and §3 (16x224x224 clips), per dataset.
 PAPER = {
     "ucf101": {
         "format": "ucf101",
@@ -70,7 +70,7 @@ PAPER = {
         "eval_subset": "val",
     },
 }
-# DATA_FORMATS.md: the flip label-swap maps of Something-Something.
+# docs/data_formats.md, Flip and label swap: the label-swap maps of Something-Something.
 SWAP = {"ssv1": [[2, 4], [30, 41], [52, 66]], "ssv2": [[86, 87], [93, 94], [166, 167]]}
 
 
@@ -102,15 +102,15 @@ def test_every_value_in_a_dataset_config_names_its_source(name):
 def test_dataset_config_holds_the_paper_hyper_parameters(name):
     cfg, want = load_config(config_path(name)), PAPER[name]
     t, d, m = cfg.train, cfg.data, cfg.model
-    # the template and its gates (METHOD.md §3, §4)
+    # the template and its gates (docs/method.md §3, §4)
     assert m.name == "densenet121_3d" and m.drop_init == 0.1 and m.temperature == 0.2 and m.strategy == ""
-    # the recipe (METHOD.md §4)
+    # the recipe (docs/method.md §4)
     assert t.k == want["k"] and t.reg_form == "code"
     assert t.warmup_epochs == 50 and t.epochs == want["epochs"]
     assert t.optimizer == "sgd" and t.momentum == 0.9 and t.lr == pytest.approx(want["lr"])
     assert t.schedule == "multistep" and t.milestones == [40, 60, 80] and t.gamma == 0.1
     assert t.batch_size == want["batch_size"] and t.sync_bn is True
-    # clips (METHOD.md §3: 16x224x224) and the dataset conventions (DATA_FORMATS.md)
+    # clips (docs/method.md §3: 16x224x224) and the dataset conventions (docs/data_formats.md)
     assert (
         d.format == want["format"] and d.sampling == want["sampling"] and d.eval_subset == want["eval_subset"]
     )

@@ -1,4 +1,4 @@
-"""Layer-level preference: per-slot unit marginals from the learned drop probabilities (METHOD.md 6).
+"""Layer-level preference: per-slot unit marginals from the learned drop probabilities (docs/method.md §6).
 
 Each slot has two paths with drop probabilities ``p_S`` and ``p_T``. Two conventions give the keep
 probability q of a path:

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from fusion3d.config import DataConfig
 from fusion3d.data.dataset import VIDEO_ERRORS, VideoTable, decode_views, make_loader
 from fusion3d.data.transforms import normalize, to_float_cthw
+from fusion3d.errors import FusionError
 
 GEOMETRY_KEYS = (
     "sampling",
@@ -178,7 +179,7 @@ def build_clip_cache(
     del clips
     if len(failures) == len(table):
         shutil.rmtree(tmp, ignore_errors=True)
-        raise RuntimeError(f"every evaluation video failed to decode ({table.source}); first: {failures[0]}")
+        raise FusionError(f"every evaluation video failed to decode ({table.source}); first: {failures[0]}")
     pd.DataFrame(rows).to_csv(tmp / "index.csv", index=False)
     meta = {
         "shape": list(shape),

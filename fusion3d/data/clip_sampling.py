@@ -1,6 +1,7 @@
 """Clip samplers: which frame indices of a video make a clip.
 
-Pure functions of (num_frames, settings, rng or view index). Two conventions (DATA_FORMATS.md):
+Pure functions of (num_frames, settings, rng or view index). Two conventions (docs/data_formats.md,
+Clip sampling):
 - dense: ``clip_len`` frames every ``interval`` frames; random start in training, evenly spread
   starts over ``num_clips`` views in evaluation (canonical for Kinetics/UCF101);
 - segment (TSN): the video split into ``clip_len`` equal segments, one frame per segment; random

@@ -28,10 +28,11 @@ from fusion3d.data.decode import VideoDecodeError, read_frames
 from fusion3d.data.formats import VideoRecord, parse
 from fusion3d.data.transforms import eval_geometry, normalize, swap_label, to_float_cthw, train_geometry
 from fusion3d.data.video_index import VideoIndex
+from fusion3d.errors import FusionError
 
 
-class DataError(RuntimeError):
-    """A dataset-level problem (e.g. every video failed), with a message naming the files."""
+class DataError(FusionError):
+    """A dataset-level problem (e.g. every video failed), with a message naming the files (a RuntimeError)."""
 
 
 # Errors a single bad video may raise while being read; anything else is a bug and propagates.
@@ -81,6 +82,11 @@ def load_table(cfg: DataConfig, subset: str, progress: bool = False) -> VideoTab
     """Parse ``subset`` of the configured dataset and probe every video (once, cached on disk)."""
     parsed = parse(cfg.format, cfg.root, cfg.annotations, subset, cfg.split)
     source = f"{cfg.format} annotations {cfg.annotations} (subset {subset})"
+    if parsed.escaped:
+        raise DataError(
+            f"{len(parsed.escaped)} entries of {parsed.annotation_file} point outside data.root "
+            f"{cfg.root}, first {parsed.escaped[0]}: refusing to read them; fix the annotation list"
+        )
     index = VideoIndex(index_path(cfg))
     records, frames, excluded = [], [], []
     it = parsed.records

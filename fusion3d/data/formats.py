@@ -4,7 +4,7 @@ Each format is one function ``(root, annotations, subset, split) -> ParsedDatase
 ``FORMATS`` registry; :func:`parse` picks one by name. A parser only reads annotation files and
 checks that each listed video (or JPEG frame folder) exists: entries whose file is absent are
 skipped and listed in ``ParsedDataset.missing``, since a few missing videos are normal in real
-datasets. Decoding, sampling and transforms live elsewhere. See DATA_FORMATS.md for the formats.
+datasets. Decoding, sampling and transforms live elsewhere. See docs/data_formats.md for the formats.
 
 Errors name the file: a missing annotation file raises ``FileNotFoundError`` with the expected
 path; a malformed entry raises ``ValueError`` with ``file:line`` (JSON: ``file: entry N``) and the
@@ -18,7 +18,7 @@ import json
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PathLike = str | os.PathLike[str]
@@ -52,6 +52,7 @@ class ParsedDataset:
     subset: str
     split: int = 1
     annotation_file: str = ""  # the annotation file the records came from
+    escaped: list[str] = field(default_factory=list)  # entries pointing outside the root (never read)
 
     def flip_swap_pairs(self) -> list[tuple[int, int]]:
         """Class pairs that trade places under a horizontal flip (see :func:`flip_swap_pairs`)."""
@@ -64,6 +65,14 @@ class ParsedDataset:
 def _malformed(path: Path, lineno: int | str, reason: str, text: str) -> ValueError:
     where = f"{path}:{lineno}" if isinstance(lineno, int) else f"{path}: {lineno}"
     return ValueError(f"{where}: {reason}: {text!r}")
+
+
+def _escapes(root: Path, rel: str) -> bool:
+    """Whether annotation path ``rel`` leaves ``root`` (absolute, or ``..`` climbing out of it)."""
+    if os.path.isabs(rel) or rel.startswith("~"):
+        return True
+    norm = os.path.normpath(os.path.join(root, rel))
+    return os.path.commonpath([norm, os.path.normpath(root)]) != os.path.normpath(root)
 
 
 def _require_file(path: Path, what: str) -> Path:
@@ -147,6 +156,7 @@ def parse_ucf101(root: PathLike, annotations: PathLike, subset: str, split: int 
 
     records: list[VideoRecord] = []
     missing: list[str] = []
+    escaped: list[str] = []
     for lineno, line in _lines(list_path):
         parts = line.split()
         if len(parts) not in (1, 2):
@@ -169,6 +179,9 @@ def parse_ucf101(root: PathLike, annotations: PathLike, subset: str, split: int 
                     f"but the directory says {classes[label]} ({label + 1})",
                     line,
                 )
+        if _escapes(video_root, rel):
+            escaped.append(f"{video_root / rel} ({list_path}:{lineno})")
+            continue
         path = video_root / rel
         if path.is_file():
             group = re.search(r"_g(\d+)_c\d+", rel)
@@ -182,7 +195,7 @@ def parse_ucf101(root: PathLike, annotations: PathLike, subset: str, split: int 
             )
         else:
             missing.append(str(path))
-    return ParsedDataset(records, classes, missing, "ucf101", subset, split, str(list_path))
+    return ParsedDataset(records, classes, missing, "ucf101", subset, split, str(list_path), escaped)
 
 
 def _name_of(classes: list[str], index: int) -> str:
@@ -439,9 +452,13 @@ def _generic_list(
 
     records: list[VideoRecord] = []
     missing: list[str] = []
+    escaped: list[str] = []
     for lineno, line, rel, num_frames, label in rows:
         if not -1 <= label < len(classes):
             raise _malformed(list_path, lineno, f"label out of range 0..{len(classes) - 1}", line)
+        if _escapes(video_root, rel):
+            escaped.append(f"{video_root / rel} ({list_path}:{lineno})")
+            continue
         path = video_root / rel
         present = path.is_dir() if frames else path.is_file()
         if present:
@@ -449,7 +466,7 @@ def _generic_list(
             records.append(VideoRecord(str(path), label, video_id, num_frames))
         else:
             missing.append(str(path))
-    return ParsedDataset(records, classes, missing, format_name, subset, split, str(list_path))
+    return ParsedDataset(records, classes, missing, format_name, subset, split, str(list_path), escaped)
 
 
 def parse_video_list(root: PathLike, annotations: PathLike, subset: str, split: int = 1) -> ParsedDataset:

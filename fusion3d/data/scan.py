@@ -7,6 +7,7 @@ reports them so that training can skip them knowingly; it never raises for a bad
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import sys
 from collections.abc import Sequence
@@ -15,7 +16,18 @@ import pandas as pd
 
 from fusion3d.data.decode import VideoDecodeError, _probe_detailed, count_decodable_frames, read_frames
 
-STATUSES = ("ok", "missing", "zero_length", "unreadable", "truncated", "too_short")
+STATUSES = (
+    "ok",
+    "missing",
+    "zero_length",
+    "unreadable",
+    "truncated",
+    "too_short",
+    "not_a_video",
+    "escapes_root",
+)
+# Suffixes of video files: a directory named like one is not a frame folder but a mistake.
+VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")
 COLUMNS = ("path", "status", "num_frames", "decodable_frames", "detail")
 
 # Matroska/WebM store no frame count; the claim is duration x rate, which may be off by one frame.
@@ -141,7 +153,22 @@ def _scan(path: str, min_frames: int, full: bool) -> dict:
         return _row(path, "missing", detail="file does not exist")
     except OSError as e:
         return _row(path, "unreadable", detail=f"cannot stat ({e.strerror or e})")
-    folder = os.path.isdir(path)
+    folder = stat.S_ISDIR(st.st_mode)
+    if folder and path.lower().endswith(VIDEO_SUFFIXES):
+        return _row(path, "not_a_video", detail="a directory named like a video file, not a video")
+    if not folder and not stat.S_ISREG(st.st_mode):
+        kind = (
+            "a character device"
+            if stat.S_ISCHR(st.st_mode)
+            else "a block device"
+            if stat.S_ISBLK(st.st_mode)
+            else "a FIFO"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(st.st_mode)
+            else "a special file"
+        )
+        return _row(path, "not_a_video", detail=f"{kind}, not a regular file (never opened)")
     if not folder and st.st_size == 0:
         return _row(path, "zero_length", detail="empty file (0 bytes)")
 
@@ -190,6 +217,12 @@ def _scan(path: str, min_frames: int, full: bool) -> dict:
     if n < min_frames:
         return _row(path, "too_short", claim, -1, f"{n} frames < min_frames={min_frames}")
     return _row(path, "ok", claim, -1, "")
+
+
+def escaped_rows(escaped: Sequence[str], root) -> pd.DataFrame:
+    """Rows for annotation entries that point outside the data root (never opened)."""
+    rows = [_row(e, "escapes_root", detail=f"path leaves data.root {root}; never opened") for e in escaped]
+    return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
 def scan_videos(

@@ -1,4 +1,4 @@
-"""BatchNorm recalibration of a sub-network (METHOD.md section 5).
+"""BatchNorm recalibration of a sub-network (docs/method.md §5).
 
 A sub-network sampled from the template sees different activations than the template did while it
 trained under relaxed (per-clip random) drop masks, so its BatchNorm running statistics are off.

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fusion3d.errors import FusionError
 from fusion3d.run.layout import FILES
 from fusion3d.utils import atomic_write_bytes
 
@@ -30,7 +31,30 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for a damaged file
-        raise RuntimeError(f"checkpoint {path} could not be read ({type(e).__name__}: {e})") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise FusionError(
+            f"checkpoint {path} could not be read, it is damaged or not a checkpoint "
+            f"({type(e).__name__}: {first[:200]})"
+        ) from None
+
+
+def non_finite_tensors(state_dict: dict) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold a NaN or an infinity."""
+    return [
+        name
+        for name, t in state_dict.items()
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
+
+
+def check_finite_weights(state_dict: dict, where: str) -> None:
+    """Raise a FusionError naming ``where`` and the tensors when some weight is NaN or infinite."""
+    bad = non_finite_tensors(state_dict)
+    if bad:
+        raise FusionError(
+            f"{where} holds non-finite weights (NaN or inf in {len(bad)} tensors, e.g. {', '.join(bad[:3])}): "
+            "the training diverged; retrain with a smaller train.lr"
+        )
 
 
 def state_digest(state_dict: dict) -> str:

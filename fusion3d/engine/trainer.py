@@ -22,8 +22,8 @@ import json
 import math
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,11 +31,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from fusion3d.analysis.marginals import drop_summary, drop_table
-from fusion3d.config import Config, from_dict, save_config, to_dict
+from fusion3d.config import Config, save_config, to_dict
 from fusion3d.data.clip_cache import build_clip_cache
 from fusion3d.data.dataset import TrainClips, load_splits, load_table, make_loader
 from fusion3d.engine.checkpoint import (
     load_checkpoint,
+    non_finite_tensors,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -43,12 +44,15 @@ from fusion3d.engine.checkpoint import (
 )
 from fusion3d.engine.distributed import init_distributed
 from fusion3d.engine.evaluate import posterior_predictive, predict, video_scores
+from fusion3d.engine.guards import diverged, finite, grad_norm
 from fusion3d.engine.metrics import MetricsLog
+from fusion3d.engine.resume import restore_config, resume_path
+from fusion3d.errors import FusionError
 from fusion3d.models import build_model
 from fusion3d.models.regularizer import template_regularizer
 from fusion3d.models.strategy import resolve_strategy
 from fusion3d.run.layout import RunDir
-from fusion3d.utils import atomic_write_bytes, seed_everything
+from fusion3d.utils import atomic_write_bytes, clean_stale_temps, file_lock, seed_everything
 
 # ----------------------------------------------------------------------------- schedules
 
@@ -80,26 +84,8 @@ def _depth_record(model) -> dict:
 # ----------------------------------------------------------------------------- set-up helpers
 
 
-def _resume_path(run: RunDir, resume: str | None) -> Path | None:
-    if resume is None:
-        return None
-    if resume == "auto":
-        return run.checkpoint if run.checkpoint.is_file() else None
-    return Path(resume)
-
-
-def _restore_config(cfg: Config, ckpt_path: Path) -> tuple[Config, dict]:
-    """The checkpoint's config (with this call's ``run.out`` / ``run.device``) and its state."""
-    state = load_checkpoint(ckpt_path)
-    saved = from_dict(state["config"])
-    saved.run.out, saved.run.device = cfg.run.out, cfg.run.device
-    if to_dict(saved)["model"] != to_dict(cfg)["model"]:
-        raise RuntimeError(f"cannot resume from {ckpt_path}: its model config differs from this run's")
-    return saved, state
-
-
-def _record_splits(run: RunDir, train_table, selection_table, resuming: bool, is_main: bool) -> None:
-    """Write ``splits.json``; a resumed run must keep training on the videos it started with."""
+def _check_splits(run: RunDir, train_table, selection_table, resuming: bool) -> dict:
+    """The ``splits.json`` record; a resumed run must keep training on the videos it started with."""
     splits = {
         "fit": [r.path for r in train_table.records],
         "selection": [r.path for r in selection_table.records],
@@ -109,13 +95,12 @@ def _record_splits(run: RunDir, train_table, selection_table, resuming: bool, is
     if resuming and run.splits.is_file():
         recorded = json.loads(run.splits.read_text())
         if [recorded.get("fit"), recorded.get("selection")] != [splits["fit"], splits["selection"]]:
-            raise RuntimeError(
+            raise FusionError(
                 f"cannot resume in {run.path}: the fit / selection split rebuilt from the config differs "
                 f"from {run.splits} (the dataset or the split rule changed since that run); start a "
                 "new run directory (run.out) or move this one away"
             )
-    if is_main:
-        atomic_write_bytes(run.splits, json.dumps(splits, indent=1).encode())
+    return splits
 
 
 def _optimizer(model, t_cfg) -> tuple[torch.optim.Optimizer, list, list]:
@@ -139,10 +124,10 @@ class _Validation:
     excluded: int = 0
 
 
-def _validation_set(d_cfg, t_cfg, seed: int) -> _Validation:
+def _validation_set(d_cfg, t_cfg, seed: int, progress: bool = True) -> _Validation:
     """The clip cache of ``data.eval_subset`` (built once) and what it measures."""
-    table = load_table(d_cfg, d_cfg.eval_subset, progress=True)
-    cache = build_clip_cache(table, d_cfg, progress=True)
+    table = load_table(d_cfg, d_cfg.eval_subset, progress=progress)
+    cache = build_clip_cache(table, d_cfg, progress=progress)
     loader = make_loader(
         cache.dataset(d_cfg.mean, d_cfg.std),
         batch_size=max(2 * t_cfg.batch_size, 16),
@@ -270,6 +255,7 @@ def _train_epoch(ctx: dict, epoch: int, phase: str, e_in_phase: int, phase_epoch
             else ce.new_zeros(())
         )
         loss = ce + reg
+        finite(loss, "loss", epoch, loop.step + 1, ctx)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if phase != "vdroppath":
@@ -277,10 +263,15 @@ def _train_epoch(ctx: dict, epoch: int, phase: str, e_in_phase: int, phase_epoch
                 "logits"
             ]:  # gates off or fixed: the logits must not move (momentum would carry stale grads)
                 p.grad = None
+        finite(grad_norm(model), "gradient norm", epoch, loop.step + 1, ctx)
         if t_cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(ctx["weights"], t_cfg.grad_clip)
         optimizer.step()
         loop.step += 1
+        if ctx["logits"]:
+            finite(
+                torch.cat([p.detach().flatten() for p in ctx["logits"]]), "drop logit", epoch, loop.step, ctx
+            )
         t2 = time.perf_counter()
         for k, v in (
             ("loss", loss.item()),
@@ -356,34 +347,59 @@ def _epoch_message(record: dict, total_epochs: int, drop_probs: torch.Tensor) ->
 
 
 def train(
-    cfg: Config, resume: str | None = None, init: str | None = None, max_epochs: int | None = None
+    cfg: Config,
+    resume: str | None = None,
+    init: str | None = None,
+    max_epochs: int | None = None,
+    overwrite: bool = False,
+    explicit: set[str] | None = None,
 ) -> dict:
     """Train the configured model; returns the final summary (also written to ``summary.json``).
 
     ``resume``: "auto" (continue from the run directory's checkpoint if there is one) or a path.
     ``init``: a checkpoint to take weights from only. ``max_epochs``: stop after this many epochs
-    in total (the run can be resumed later), for staged runs and tests.
+    in total (the run can be resumed later), for staged runs and tests. A directory that already
+    holds a run is refused unless ``resume`` is given or ``overwrite`` (which moves it aside to
+    ``<dir>.old-<time>``). ``explicit``: the config keys the caller set on purpose; on resume they
+    are applied or refused by name (``fusion3d.engine.resume``).
+
+    Every check (config, data, split, model, batch size, device) runs before anything is written to
+    the run directory; then the run holds ``.train.lock`` (one trainer per directory). A non-finite
+    loss, gradient norm, drop logit or weight stops the run with a NonFiniteError; the checkpoint on
+    disk is then the last good one.
     """
+    with ExitStack() as held:
+        return _train(cfg, resume, init, max_epochs, overwrite, explicit, held)
+
+
+def _train(cfg, resume, init, max_epochs, overwrite, explicit, held: ExitStack) -> dict:
     # 1. where we are: process rank, device, run directory, the config (the checkpoint's on resume)
+    if max_epochs is not None and max_epochs < 1:
+        raise FusionError(f"--max-epochs must be at least 1, got {max_epochs}")
     rank, world, device = init_distributed(cfg.run.device)
     is_main = rank == 0
     run = RunDir(cfg.run.out)
-    ckpt_path = _resume_path(run, resume)
+    if run.path.exists() and not run.path.is_dir():
+        raise FusionError(f"run.out {run.path} is a file, not a run directory")
+    if resume is None and is_main and run.is_run() and not overwrite:
+        raise FusionError(
+            f"{run.path} already holds a run; continue it with --resume auto, or pass --overwrite to move "
+            f"it aside (to {run.path.name}.old-<time>) and start over"
+        )
+    ckpt_path = resume_path(run, resume)
     state = None
     if ckpt_path is not None:
-        cfg, state = _restore_config(cfg, ckpt_path)
+        cfg, state = restore_config(cfg, ckpt_path, explicit, say=print if is_main else lambda _: None)
     t_cfg, d_cfg, seed = cfg.train, cfg.data, cfg.run.seed
-    if is_main:
-        run.path.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run.config)
     if cfg.run.threads > 0:
         torch.set_num_threads(cfg.run.threads)
     seed_everything(seed)
 
-    # 2. the fit / selection split, recorded in splits.json
-    train_table, selection_table = load_splits(d_cfg, seed, progress=is_main)
+    # 2. the fit / selection split (checked against splits.json on resume)
+    bars = is_main and t_cfg.progress and sys.stderr.isatty()  # progress bars on a terminal only
+    train_table, selection_table = load_splits(d_cfg, seed, progress=bars)
     num_classes = cfg.model.num_classes or len(train_table.classes)
-    _record_splits(run, train_table, selection_table, state is not None, is_main)
+    splits = _check_splits(run, train_table, selection_table, state is not None)
 
     # 3. model and optimizer (the drop logits in their own group; built first: it draws the initial weights)
     model = build_model(cfg.model, num_classes).to(device)
@@ -406,23 +422,50 @@ def train(
 
     # 4. data: the training clips (a shard of them per rank) and the validation cache
     train_ds = TrainClips(train_table, d_cfg, seed)
+    if len(train_ds) // world < t_cfg.batch_size:
+        raise FusionError(
+            f"config key 'train.batch_size' ({t_cfg.batch_size}) is larger than the fit split "
+            f"({len(train_ds)} videos{f' over {world} processes' if world > 1 else ''}): no full batch; "
+            "lower train.batch_size"
+        )
     sampler = None
     if world > 1:
         sampler = torch.utils.data.distributed.DistributedSampler(
             train_ds, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True
         )
-    val = _validation_set(d_cfg, t_cfg, seed) if is_main else _Validation()
+    val = _validation_set(d_cfg, t_cfg, seed, bars) if is_main else _Validation()
 
-    # 5. restore the training state on resume; open the metrics log
+    # 5. restore the training state on resume
     loop, start_epoch, last_val = _Loop(), 0, {}
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise FusionError(
+                f"cannot resume from {ckpt_path}: its weights do not fit the model ({e})"
+            ) from None
         start_epoch, loop.step = state["epoch"], state["step"]
         loop.failed_seen = set(state.get("failed_videos", []))
         last_val = dict(state.get("last_val", {}))
         set_rng_state(state["rng"])
-        if is_main:
+
+    # 6. every check passed: hold the run directory, then write config, splits and the metrics log
+    if is_main:
+        if resume is None and overwrite and run.is_run():
+            print(f"moved the old run {run.path} aside to {run.move_aside()}")
+        run.path.mkdir(parents=True, exist_ok=True)
+        held.enter_context(
+            file_lock(
+                run.lock("train"),
+                blocking=False,
+                busy=f"another process is training in {run.path}; wait for it to finish or use another run.out",
+            )
+        )
+        clean_stale_temps(run.path)
+        save_config(cfg, run.config)
+        atomic_write_bytes(run.splits, json.dumps(splits, indent=1).encode())
+        if state is not None:
             print(f"resumed from {ckpt_path} at epoch {start_epoch}, step {loop.step}")
     log = MetricsLog(run.metrics, is_main, run.tensorboard_dir if t_cfg.tensorboard else None)
     if state is not None:
@@ -468,6 +511,8 @@ def train(
         "device": device,
         "is_main": is_main,
         "show_bar": is_main and t_cfg.progress and sys.stderr.isatty(),
+        "checkpoint": run.checkpoint,
+        "saved_epoch": start_epoch,
     }
     end_epoch = total_epochs if max_epochs is None else min(total_epochs, max_epochs)
     for epoch in range(start_epoch, end_epoch):
@@ -481,6 +526,9 @@ def train(
             record.update(_validate(model, val.loader, device, phase, t_cfg.eval_samples, seed, epoch))
             record["val_views"] = val.views
             last_val = {k: v for k, v in record.items() if k.startswith("val_")}
+        bad = non_finite_tensors(model.state_dict())
+        if bad:
+            raise diverged(ctx, epoch, loop.step, f"weight tensor {bad[0]}", "NaN or inf")
         if is_main:
             log.write(record)
             print(_epoch_message(record, total_epochs, model.drop_probs()), flush=True)
@@ -500,6 +548,7 @@ def train(
                     "last_val": last_val,
                 },
             )
+            ctx["saved_epoch"] = epoch + 1
         if world > 1:
             dist.barrier()
 

@@ -1,4 +1,4 @@
-"""3D backbones whose every block is a fusion slot (METHOD.md section 8): their registration.
+"""3D backbones whose every block is a fusion slot (docs/method.md §8): their registration.
 
 This module imports no torch: each registered factory imports its network class when it is called.
 The networks live in ``fusion3d.models.resnet3d`` (ResNet-18 / -50, ResNeXt-50 32x4d / -101 32x8d:

@@ -1,4 +1,4 @@
-"""A 3D MobileNetV2 whose inverted residuals with expansion > 1 are fusion slots (METHOD.md section 8).
+"""A 3D MobileNetV2 whose inverted residuals with expansion > 1 are fusion slots (docs/method.md §8).
 
 Inverted residual, the expansion 1x1 is the slot:
     S path  Conv 1x1x1 (in -> hidden) - BN - ReLU6    gated by ``gate_s``

@@ -1,4 +1,4 @@
-"""The v-DropPath regulariser (METHOD.md section 4).
+"""The v-DropPath regulariser (docs/method.md §4).
 
 For every gated path with drop probability p = sigmoid(logit) and gated conv weight W:
 

@@ -1,11 +1,11 @@
-"""3D ResNets and ResNeXts whose every block is a fusion slot (METHOD.md section 8).
+"""3D ResNets and ResNeXts whose every block is a fusion slot (docs/method.md §8).
 
 ResNet-50, ResNeXt-50 (32x4d), ResNeXt-101 (32x8d): bottleneck block, the first 1x1 conv is the slot:
     S path  Conv 1x1x1 (in -> width)                   gated by ``gate_s``
     T path  Conv 3x1x1 (in -> width), temporal pad 1   gated by ``gate_t``
     sum, BN - ReLU - Conv 1x3x3 (width, the block's spatial stride and groups) - BN - ReLU -
     Conv 1x1x1 (width -> 4 planes) - BN, add the shortcut (identity, or Conv 1x1x1 stride - BN), ReLU.
-ResNet-18 (basic block; METHOD.md is silent, our choice): the block's first 3x3 conv is the slot:
+ResNet-18 (basic block; the paper is silent, our choice, docs/method.md §8): the block's first 3x3 conv is the slot:
     S path  Conv 1x3x3 (in -> planes, spatial stride)  gated by ``gate_s``
     T path  Conv 3x3x3 (in -> planes, spatial stride)  gated by ``gate_t``
     sum, BN - ReLU - Conv 1x3x3 - BN, add the shortcut, ReLU.

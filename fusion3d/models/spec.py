@@ -24,7 +24,7 @@ def _f(default: Any, help: str) -> Any:
 
 
 # Template presets (their numbers, registered by fusion3d.models.presets) and backbones whose blocks
-# are fusion slots (METHOD.md section 8; registered by fusion3d.models.backbones), as registered when
+# are fusion slots (docs/method.md §8; registered by fusion3d.models.backbones), as registered when
 # this module is first imported. The paper's DenseNet-121 backbone is the template preset
 # "densenet121_3d", not a backbone.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -164,6 +164,38 @@ def check_model_config(cfg: ModelConfig) -> None:
         raise ValueError(f"config key 'model.drop_init' must be in (0, 1), got {cfg.drop_init}")
     if not cfg.temperature > 0.0:
         raise ValueError(f"config key 'model.temperature' must be > 0, got {cfg.temperature}")
+    if cfg.strategy:
+        _check_strategy(cfg)
+
+
+def _check_strategy(cfg: ModelConfig) -> None:
+    """``model.strategy`` parses (a unit, a unit string, or an existing strategy JSON file), and a unit
+    string has one unit per slot of a template preset. A JSON file that is gone is left to the trainer
+    (a finished run's config still loads after its strategy file moved)."""
+    from pathlib import Path
+
+    from fusion3d.models.strategy import Strategy, as_strategy
+
+    spec = cfg.strategy.strip()
+    path = Path(spec)
+    if spec.endswith(".json") or path.is_file():
+        if path.is_file():
+            try:
+                Strategy.load(path)
+            except (ValueError, OSError) as e:
+                raise ValueError(f"config key 'model.strategy': {e}") from None
+        return
+    import dataclasses
+
+    preset = model_entry(cfg.name).kind == "preset"
+    slots = resolve_arch(dataclasses.replace(cfg, strategy="")).num_slots if preset else None
+    try:
+        if slots is None:
+            as_strategy(spec, len(spec.split("|")))
+        else:
+            as_strategy(spec, slots)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"config key 'model.strategy': {e}") from None
 
 
 def resolve_arch(cfg: ModelConfig) -> Arch:

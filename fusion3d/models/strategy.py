@@ -136,7 +136,17 @@ class Strategy:
 
     @classmethod
     def load(cls, path: str | Path) -> Strategy:
-        return cls.from_json(Path(path).read_text())
+        """A strategy JSON file; a file that is not one raises ``ValueError`` naming the file."""
+        try:
+            return cls.from_json(Path(path).read_text())
+        except UnicodeDecodeError:
+            raise ValueError(f"strategy file {str(path)!r} is not text (not a strategy JSON file)") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"strategy file {str(path)!r} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
+            ) from None
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise ValueError(f"strategy file {str(path)!r}: {e}") from None
 
 
 # ---- the strategy grammar ------------------------------------------------------------------------
@@ -171,10 +181,7 @@ def _parse(spec: StrategySpec, num_slots: int) -> Strategy:
         path = Path(spec)
         if not path.is_file():
             raise FileNotFoundError(f"strategy file {str(path)!r} does not exist")
-        try:
-            return Strategy.load(path)
-        except (ValueError, TypeError, KeyError) as e:  # json.JSONDecodeError is a ValueError
-            raise ValueError(f"strategy file {str(path)!r}: {e}") from e
+        return Strategy.load(path)  # its errors name the file
     if isinstance(spec, str):
         text = spec.strip()
         if text in UNIT_TO_KEEP:

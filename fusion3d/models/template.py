@@ -1,6 +1,6 @@
 """The fusion template: an inflated DenseNet whose dense layers and transitions are *slots*.
 
-Layout (METHOD.md sections 2-3), temporal stride 1 everywhere:
+Layout (docs/method.md §2-§3), temporal stride 1 everywhere:
 
     stem     Conv kt x kh x kw, stride (1, s, s) - BN - ReLU - [MaxPool 3x3x3, stride (1, 2, 2)]
     block1   dense layers (slots) ...

@@ -167,8 +167,21 @@ def _md_rel(path: Path, base: Path) -> str:
     return quote(os.path.relpath(Path(path).resolve(), base.resolve()).replace(os.sep, "/"), safe="/")
 
 
+_CODE_SPAN = re.compile(r"(`[^`]+`)")
+
+
+def _md_text(text) -> str:
+    """Text from data made inert in Markdown: ``<`` and ``>`` outside code spans become entities, so
+    a name such as ``<img src=x onerror=...>`` is shown, never rendered as HTML."""
+    parts = _CODE_SPAN.split(str(text))
+    return "".join(
+        p if i % 2 else p.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        for i, p in enumerate(parts)
+    )
+
+
 def _md_cell(c: str) -> str:
-    return str(c).replace("\n", " ").replace("|", "\\|")
+    return _md_text(str(c).replace("\n", " ")).replace("|", "\\|")
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -179,17 +192,18 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _md_block(b, base: Path) -> list[str]:
     if isinstance(b, Para):
-        return [("> " if b.cls == "headline" else "") + b.text]
+        return [("> " if b.cls == "headline" else "") + _md_text(b.text)]
     if isinstance(b, Items):
-        return [f"- {i}" for i in b.items]
+        return [f"- {_md_text(i)}" for i in b.items]
     if isinstance(b, Table):
-        return _md_table(b.header, b.rows) + ([""] + [f"*{b.caption}*"] if b.caption else [])
+        return _md_table(b.header, b.rows) + ([""] + [f"*{_md_text(b.caption)}*"] if b.caption else [])
     if isinstance(b, Img):
-        return [f"![{b.alt}]({_md_rel(b.path, base)})"] + ([""] + [f"*{b.caption}*"] if b.caption else [])
+        alt, cap = _md_text(b.alt), _md_text(b.caption)
+        return [f"![{alt}]({_md_rel(b.path, base)})"] + ([""] + [f"*{cap}*"] if b.caption else [])
     if isinstance(b, Figures):
         titles = b.titles + [i.alt for i in b.images[len(b.titles) :]]
         out = _md_table(titles, [[f"![{i.alt}]({_md_rel(i.path, base)})" for i in b.images]])
-        caps = [i.caption for i in b.images if i.caption]
+        caps = [_md_text(i.caption) for i in b.images if i.caption]
         return out + ([""] + [f"*{c}*" for c in caps] if caps else [])
     if isinstance(b, Code):
         fence = "````" if "```" in b.text else "```"
@@ -203,17 +217,17 @@ def _md_block(b, base: Path) -> list[str]:
             "</details>",
         ]
     if isinstance(b, Missing):
-        return [f"**Not run yet:** {b.text}" + (f" Run: `{b.command}`" if b.command else "")]
+        return [f"**Not run yet:** {_md_text(b.text)}" + (f" Run: `{b.command}`" if b.command else "")]
     if isinstance(b, Links):
-        return [f"- [{t}]({quote(m, safe='/#')})" for t, _, m in b.items]
+        return [f"- [{_md_text(t)}]({quote(m, safe='/#')})" for t, _, m in b.items]
     raise TypeError(f"unknown block {type(b).__name__}")
 
 
 def render_markdown(doc: Document, base: Path) -> str:
-    lines = [f"# {doc.title}", ""]
-    lines += [f"- {m}" for m in doc.meta] + ([""] if doc.meta else [])
+    lines = [f"# {_md_text(doc.title)}", ""]
+    lines += [f"- {_md_text(m)}" for m in doc.meta] + ([""] if doc.meta else [])
     for s in doc.sections:
-        lines += [f"## {s.title}", ""]
+        lines += [f"## {_md_text(s.title)}", ""]
         for b in s.blocks:
             lines += _md_block(b, base) + [""]
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -125,6 +125,23 @@ class RunDir(_Folder):
     def is_run(self) -> bool:
         return any(self.file(r).is_file() for r in RUN_MARKERS)
 
+    def aside_path(self) -> Path:
+        """Where ``move_aside`` puts this run: ``<dir>.old-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3`` ... when taken)."""
+        import time
+
+        base = self.path.with_name(f"{self.path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        path, n = base, 1
+        while path.exists():
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
+        return path
+
+    def move_aside(self) -> Path:
+        """Rename the whole run directory to ``aside_path()`` (nothing is deleted); returns the new path."""
+        target = self.aside_path()
+        self.path.rename(target)
+        return target
+
     # --- folders and families of files
     @property
     def retrain_dir(self) -> Path:

@@ -13,7 +13,8 @@ import pandas as pd
 from fusion3d.config import from_dict, load_config
 from fusion3d.data.clip_cache import build_clip_cache
 from fusion3d.data.dataset import load_splits, make_loader
-from fusion3d.engine.checkpoint import load_checkpoint
+from fusion3d.engine.checkpoint import check_finite_weights, load_checkpoint
+from fusion3d.errors import FusionError
 from fusion3d.models import build_model
 from fusion3d.models.strategy import UNITS, Strategy, as_strategy, resolve_strategy
 from fusion3d.run.layout import RunDir
@@ -23,10 +24,25 @@ DEFAULT_RECAL_CLIPS = 200
 
 def load_run(run_dir: str | Path):
     """(checkpoint dict, Config, template with the trained weights) of a run directory."""
-    state = load_checkpoint(RunDir(run_dir).checkpoint)
-    cfg = from_dict(state["config"])
-    model = build_model(cfg.model, state["num_classes"])
-    model.load_state_dict(state["model"])
+    path = RunDir(run_dir).checkpoint
+    if not path.is_file() and Path(run_dir).is_dir() and not RunDir(run_dir).is_run():
+        raise FileNotFoundError(
+            f"{path} does not exist: {run_dir} is not a run directory (run `fusion3d train`)"
+        )
+    state = load_checkpoint(path)
+    try:
+        cfg = from_dict(state["config"])
+        model = build_model(cfg.model, state["num_classes"])
+    except (KeyError, TypeError) as e:
+        raise FusionError(f"checkpoint {path} is not a fusion3d training checkpoint (no {e})") from None
+    check_finite_weights(state["model"], f"checkpoint {path}")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise FusionError(
+            f"the weights in {path} do not fit the model its config describes ({first[-1].strip()[:160] if first else e})"
+        ) from None
     return state, cfg, model
 
 
@@ -58,7 +74,7 @@ def selection_cache(cfg, run_dir: str | Path, progress: bool = False):
     if splits_file.is_file():
         recorded = json.loads(splits_file.read_text())
         if [r.path for r in selection.records] != recorded.get("selection"):
-            raise RuntimeError(
+            raise FusionError(
                 f"the selection split rebuilt from the config differs from {splits_file} (the dataset "
                 "changed since training?): refusing to score strategies on videos the template may have "
                 "trained on"
@@ -105,7 +121,10 @@ def run_strategy_spec(run_dir: str | Path, spec: str) -> tuple[str, str]:
             raise FileNotFoundError(f"{run.opt} does not exist: run `fusion3d analyze {run.path}` first")
         return "opt", str(Strategy.load(run.opt))
     if spec.startswith("top:"):
-        k = int(spec.split(":", 1)[1])
+        try:
+            k = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"--strategy {spec!r}: top:K takes a positive rank K, such as top:1") from None
         if not run.top.is_file():
             raise FileNotFoundError(f"{run.top} does not exist: run `fusion3d analyze {run.path}` first")
         top = pd.read_csv(run.top)

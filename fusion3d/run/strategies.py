@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fusion3d.errors import FusionError
 from fusion3d.run.layout import RunDir
 from fusion3d.utils import atomic_write_text, file_lock
 
@@ -72,7 +73,7 @@ def read_strategies(path: str | Path, repair: bool = False) -> pd.DataFrame:
         df = pd.read_csv(io.BytesIO(data), dtype=STRING_COLUMNS)
         return df.assign(**{c: np.nan for c in RF_COLUMNS})
     if tuple(header) != COLUMNS:
-        raise RuntimeError(
+        raise FusionError(
             f"{path} has columns {header}, expected {list(COLUMNS)}; move it away to start over"
         )
     return pd.read_csv(io.BytesIO(data), dtype=STRING_COLUMNS)
@@ -154,6 +155,8 @@ def merge_shards(run_dir: str | Path, order: list[str] | None = None) -> bool:
     given. Returns True when something was merged. Safe to call from several processes at once."""
     run = RunDir(run_dir)
     merged = False
+    if not run.shard_counts():  # nothing finished: no lock taken, nothing written
+        return False
     with file_lock(run.lock("strategies.merge")):
         for n in run.shard_counts():
             parts = [(run.shard_rows(i, n), run.shard_done(i, n)) for i in range(n)]

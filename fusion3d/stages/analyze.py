@@ -116,10 +116,16 @@ def run_analyze(
     """Write the analysis files of a sampled run (see the module docstring); returns ``analysis.json``.
     ``cka``: also measure layer-by-layer representation similarity (``fusion3d.analysis.cka.run_cka``, with
     ``cka_options``), after ``opt_strategy.json`` is written."""
+    if top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {top_k}")
+    if cka_options:
+        for key, flag in (("num_clips", "--cka-clips"), ("batch_size", "--cka-batch-size")):
+            if key in cka_options and cka_options[key] < 1:
+                raise ValueError(f"{flag} must be at least 1, got {cka_options[key]}")
     run = RunDir(run_dir)
     run_dir = run.path
+    model = _template(run_dir)  # a damaged or diverged checkpoint is named first
     df = _read_strategies(run_dir)
-    model = _template(run_dir)
     drop_probs, slot_names = model.drop_probs().numpy(), model.slot_names
     marg = marginals_table(drop_probs, slot_names)
     atomic_write_text(run.marginals, marg.to_csv(index=False))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 from fusion3d.config import load_config
+from fusion3d.configs import config_path
 
 
 def synth(args) -> int:
@@ -32,17 +34,22 @@ def synth(args) -> int:
 
 
 def scan(args) -> int:
+    import pandas as pd
+
     from fusion3d.data.formats import parse
-    from fusion3d.data.scan import scan_videos, summarize
+    from fusion3d.data.scan import escaped_rows, scan_videos, summarize
     from fusion3d.utils import atomic_write_text
 
-    path, overrides = args.config, args.overrides
+    path, overrides = config_path(args.config), args.overrides
     cfg = load_config(path, overrides)
     d = cfg.data
     parsed = parse(d.format, d.root, d.annotations, args.subset, d.split)
     paths = [r.path for r in parsed.records] + list(parsed.missing)
-    df = scan_videos(paths, min_frames=d.min_frames, full=args.full, progress=True)
-    print(f"{d.format} {args.subset}: {len(parsed.records) + len(parsed.missing)} annotated videos")
+    df = scan_videos(paths, min_frames=d.min_frames, full=args.full, progress=sys.stderr.isatty())
+    if parsed.escaped:  # listed, never opened
+        df = pd.concat([df, escaped_rows(parsed.escaped, d.root)], ignore_index=True)
+    total = len(parsed.records) + len(parsed.missing) + len(parsed.escaped)
+    print(f"{d.format} {args.subset}: {total} annotated videos")
     print(summarize(df))
     out = Path(args.csv) if args.csv else Path(d.cache_dir) / f"scan_{args.subset}.csv"
     atomic_write_text(out, df.to_csv(index=False))

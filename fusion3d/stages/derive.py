@@ -1,7 +1,7 @@
 """``fusion3d derive RUN --backbone NAME``: a fusion design for another backbone, from the template.
 
 The paper hand-wrote its ResNet / ResNeXt / MobileNetV2 designs from what the DenseNet template
-showed (METHOD.md section 8). Here the design is derived, as data, from a trained run's per-slot
+showed (docs/method.md §8). Here the design is derived, as data, from a trained run's per-slot
 marginals (``marginals.csv``, written by ``fusion3d analyze``):
 
 1. **Mapping by relative depth.** Template slot ``i`` of ``n`` sits at relative depth
@@ -164,8 +164,20 @@ def derive(
 # ----------------------------------------------------------------------------- the verb
 
 
+def parse_input(text: str) -> tuple[int, int, int]:
+    """``--input TxHxW`` (frames x height x width) as three positive ints."""
+    parts = text.lower().split("x")
+    try:
+        shape = tuple(int(v) for v in parts)
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"--input {text!r}: expected TxHxW, three positive integers such as 8x112x112")
+    return shape
+
+
 def command(args) -> int:
-    shape = tuple(int(v) for v in args.input.split("x")) if args.input else None
+    shape = parse_input(args.input) if args.input else None
     d = derive(
         args.run,
         args.backbone,

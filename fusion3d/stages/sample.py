@@ -1,4 +1,4 @@
-"""``fusion3d sample``: score strategies drawn from a trained template (METHOD.md section 5).
+"""``fusion3d sample``: score strategies drawn from a trained template (docs/method.md §5).
 
 For one run directory (written by ``fusion3d train``):
 
@@ -44,6 +44,7 @@ import torch
 
 from fusion3d.analysis.receptive_field import with_rf_columns
 from fusion3d.engine.scoring import StrategyScorer
+from fusion3d.errors import FusionError
 from fusion3d.models import Strategy
 from fusion3d.models.units import CANONICAL
 from fusion3d.run.layout import RunDir
@@ -138,6 +139,7 @@ def run_sample(
     progress: bool = True,
     limit: int | None = None,
     shard: str | tuple[int, int] | None = None,
+    allow_unfinished: bool = False,
 ) -> pd.DataFrame:
     """Score ``num`` sampled strategies plus the canonical ones; returns every row of ``strategies.csv``.
 
@@ -149,10 +151,15 @@ def run_sample(
     ``device``: torch device (default: the run's ``run.device``). ``limit``: stop after scoring this
     many new strategies (the run can be resumed; for staged runs and tests). ``shard``: ``"I/N"``
     to score only this process's share (see the module docstring); default from torchrun's
-    environment. A shard that does not merge returns its own rows.
+    environment. A shard that does not merge returns its own rows. A template whose training has
+    not finished is refused unless ``allow_unfinished``.
     """
     if num < 0:
-        raise ValueError(f"num must be >= 0, got {num}")
+        raise ValueError(f"--num must be >= 0, got {num}")
+    if recal_clips is not None and recal_clips < 1:
+        raise ValueError(f"--recal-clips must be at least 1, got {recal_clips} (or pass --no-recalibrate)")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     run = RunDir(run_dir)
     run_dir = run.path
     t_start = time.perf_counter()
@@ -161,6 +168,14 @@ def run_sample(
         run_dir, recalibrate, recal_clips, batch_size, device, progress, sharded=shard_n > 1
     )
     model, state, measurement = scorer.model, scorer.state, scorer.measurement
+    total = scorer.cfg.train.warmup_epochs + scorer.cfg.train.epochs
+    if not allow_unfinished and int(state.get("epoch", total)) < total:
+        scorer.restore()
+        raise FusionError(
+            f"the training of {run.path} has not finished (checkpoint at epoch {state.get('epoch')} of "
+            f"{total}): resume it with `fusion3d train --resume auto run.out={run.path}`, or pass "
+            "--allow-unfinished to score this template anyway"
+        )
     draw_seed = scorer.cfg.run.seed if seed is None else int(seed)
 
     main_csv, json_path = run.strategies, run.sample
@@ -203,7 +218,7 @@ def run_sample(
             previous = json.loads(json_path.read_text()).get("measurement", {})
             diff = [k for k in MEASUREMENT_KEYS if k in previous and previous[k] != measurement[k]]
             if diff:
-                raise RuntimeError(
+                raise FusionError(
                     f"{csv_path} was measured with a different {', '.join(diff)} (other weights or "
                     "settings); move it away to sample again"
                 )
@@ -271,6 +286,7 @@ def command(args) -> int:
         device=args.device,
         progress=sys.stderr.isatty(),
         shard=(i, n),
+        allow_unfinished=args.allow_unfinished,
     )
     run = RunDir(args.run)
     merged = not run.shard_rows(i, n).exists()

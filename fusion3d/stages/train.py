@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import time
 
-from fusion3d.config import load_config
+from fusion3d.config import explicit_keys, load_config
+from fusion3d.configs import config_path
 from fusion3d.engine.trainer import train
 
 
@@ -19,10 +20,23 @@ def command(
     resume: str | None = None,
     init: str | None = None,
     max_epochs: int | None = None,
+    overwrite: bool = False,
 ) -> int:
+    if max_epochs is not None and max_epochs < 1:
+        raise ValueError(f"--max-epochs must be at least 1, got {max_epochs}")
+    if overwrite and resume is not None:
+        raise ValueError("--overwrite starts a new run and --resume continues one: pass one of them")
+    config = config_path(config)  # a YAML file, or the name of a shipped config
     cfg = load_config(config, overrides)
     t0 = time.time()
-    summary = train(cfg, resume=resume, init=init, max_epochs=max_epochs)
+    summary = train(
+        cfg,
+        resume=resume,
+        init=init,
+        max_epochs=max_epochs,
+        overwrite=overwrite,
+        explicit=explicit_keys(config, overrides),
+    )
     if int(os.environ.get("RANK", 0)) == 0:
         state = (
             "complete"
