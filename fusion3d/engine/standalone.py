@@ -10,6 +10,7 @@ directory of its own, resumable) and adds or replaces its row in ``RUN/retrain.c
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -32,7 +33,9 @@ def run_retrain(run_dir: str | Path, spec: str, overrides: list[str] = ()) -> di
         label = f"{label}@{cfg.model.name}"
     cfg = run_config(run.path, [f"run.out={run.retrain_run(label)}", f"model.strategy={value}", *overrides])
     summary = train(cfg, resume="auto")
-    model = build_model(cfg.model, cfg.model.num_classes or len(run_classes(run.path)))
+    model = build_model(
+        dataclasses.replace(cfg.model, pretrained_2d=""), cfg.model.num_classes or len(run_classes(run.path))
+    )  # for costs only
     strategy = resolve_strategy(value, model.num_slots)
     d = cfg.data
     row = {

@@ -18,6 +18,7 @@ logs and saves.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -402,7 +403,9 @@ def _train(cfg, resume, init, max_epochs, overwrite, explicit, held: ExitStack) 
     splits = _check_splits(run, train_table, selection_table, state is not None)
 
     # 3. model and optimizer (the drop logits in their own group; built first: it draws the initial weights)
-    model = build_model(cfg.model, num_classes).to(device)
+    # a resumed run takes every weight from its checkpoint: inflating 2D weights first would be wasted
+    model_cfg = dataclasses.replace(cfg.model, pretrained_2d="") if state is not None else cfg.model
+    model = build_model(model_cfg, num_classes).to(device)
     if init is not None:
         missing, unexpected = model.load_state_dict(load_checkpoint(init)["model"], strict=False)
         if is_main:

@@ -14,7 +14,8 @@ known to ``create`` and ``check_model_config`` but not to the ``ModelName`` lite
 schema, so register them from a module imported before any config is read.
 
 This module imports no other module of the package (everything else imports it), so it closes no
-import cycle.
+import cycle; the one exception, ``fusion3d.models.inflate`` (imported when a model is built with a 2D
+checkpoint), imports neither this module nor any module that does.
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ def model_entry(name: str) -> ModelEntry:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(list_models())}") from None
 
 
-def create(name: str, *, num_classes: int, strategy: Any = None, **kwargs: Any) -> Any:
+def create(
+    name: str, *, num_classes: int, strategy: Any = None, pretrained_2d: str | None = None, **kwargs: Any
+) -> Any:
     """Build the registered network ``name`` with ``num_classes`` outputs.
 
     ``kwargs`` go to its factory: a backbone's (``width_mult``, ``dropout``, ``drop_init``,
@@ -109,8 +112,13 @@ def create(name: str, *, num_classes: int, strategy: Any = None, **kwargs: Any) 
     ``dropout``, ...). ``strategy`` (any spec of ``fusion3d.models.strategy.as_strategy``: a
     ``Strategy``, a unit for every slot, a unit string ``'S|ST|...'``, a strategy JSON file or a list of
     units) is applied with ``apply_strategy`` (hard mode); None leaves the gates off.
+    ``pretrained_2d`` (a local ``.pth`` / ``.pt`` state dict of the 2D network, torchvision or timm keys)
+    is inflated into the network first (``fusion3d.models.inflate``, docs/method.md §9); the report is
+    printed and kept as ``model.inflation_report``.
     """
     model = model_entry(name).factory(num_classes, **kwargs)
+    if pretrained_2d:
+        _inflate(model, pretrained_2d)
     if strategy is not None:
         model.apply_strategy(strategy)
     return model
@@ -120,7 +128,8 @@ def build_model(cfg: Any, num_classes: int | None = None) -> Any:
     """The network a ``ModelConfig`` (the ``model`` config section) describes; ``num_classes`` is used
     when ``cfg.num_classes`` is 0. The registered ``from_config`` checks the config
     (``check_model_config``) and builds it: a ``FusionTemplate`` for a template preset, the backbone
-    otherwise. ``cfg.strategy`` is not applied here (the trainer does)."""
+    otherwise. ``cfg.strategy`` is not applied here (the trainer does); ``cfg.pretrained_2d`` is
+    inflated into it, as by ``create``."""
     n = cfg.num_classes or num_classes
     if not n:
         raise ValueError("model.num_classes is 0 (take from the dataset) and no num_classes was given")
@@ -129,4 +138,16 @@ def build_model(cfg: Any, num_classes: int | None = None) -> Any:
         raise ValueError(
             f"model {cfg.name!r} was registered without from_config: it cannot be built from a config"
         )
-    return entry.from_config(cfg, int(n))
+    model = entry.from_config(cfg, int(n))
+    if getattr(cfg, "pretrained_2d", ""):
+        _inflate(model, cfg.pretrained_2d)
+    return model
+
+
+def _inflate(model: Any, path: str) -> None:
+    """Inflate the 2D checkpoint ``path`` into ``model``, print the report, keep it on the model."""
+    from fusion3d.models.inflate import inflate_2d
+
+    report = inflate_2d(model, path)
+    print(report.summary())
+    model.inflation_report = report

@@ -112,6 +112,12 @@ class ModelConfig:
         "train one fixed strategy alone: S, ST or S+ST (every slot), a unit string "
         "'S|ST|...', or a strategy JSON file; empty: the template with v-DropPath",
     )
+    pretrained_2d: str = _f(
+        "",
+        "a local ImageNet checkpoint of the model's 2D network (.pth/.pt state dict, torchvision or timm "
+        "keys: densenet121, resnet18/50, resnext50_32x4d, resnext101_32x8d, mobilenet_v2), inflated into "
+        "it when it is built (docs/method.md §9); empty: random init. Never downloads",
+    )
 
 
 def check_model_config(cfg: ModelConfig) -> None:

@@ -32,7 +32,8 @@ def load_run(run_dir: str | Path):
     state = load_checkpoint(path)
     try:
         cfg = from_dict(state["config"])
-        model = build_model(cfg.model, state["num_classes"])
+        # the trained weights replace everything: no 2D inflation (its file may have moved since)
+        model = build_model(dataclasses.replace(cfg.model, pretrained_2d=""), state["num_classes"])
     except (KeyError, TypeError) as e:
         raise FusionError(f"checkpoint {path} is not a fusion3d training checkpoint (no {e})") from None
     check_finite_weights(state["model"], f"checkpoint {path}")

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -74,7 +75,9 @@ def _base_config(spec: catalog.BenchSpec, bdir: BenchDir, extra: list[str] = ())
 def plan_rows(spec: catalog.BenchSpec, bdir: BenchDir) -> list[dict]:
     """Every (strategy, seed) row of the table, strategy-major (a strategy's seeds are adjacent)."""
     cfg = _base_config(spec, bdir)
-    model = build_model(cfg.model, spec.synth.get("classes", 2))
+    model = build_model(
+        dataclasses.replace(cfg.model, pretrained_2d=""), spec.synth.get("classes", 2)
+    )  # costs only
     shape = (model.in_channels, cfg.data.clip_len, cfg.data.crop_size, cfg.data.crop_size)
     if "strategies" in spec.design:  # an explicit list (small fixtures): unit strings or units
         strategies = [
