@@ -216,6 +216,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="design file (default RUN/derived/<backbone>_<rule>.json)")
     p.set_defaults(func=_stage("derive"))
 
+    p = sub.add_parser(
+        "export",
+        help="a run or a derived design as TorchScript, ONNX or an MMAction2 config (strategy frozen)",
+    )
+    p.add_argument(
+        "source", metavar="RUN|DESIGN", help="run directory, or a design file from `fusion3d derive`"
+    )
+    p.add_argument("--format", required=True, choices=["torch", "onnx", "mmaction2"])
+    p.add_argument(
+        "--out", default=None, help="output file (default: <model>_<strategy id>.pt|.onnx|_mmaction2.py here)"
+    )
+    p.add_argument(
+        "--strategy",
+        default=None,
+        help="S, ST, S+ST, S|ST|..., a strategy JSON file; for a run also opt, top:K, most_probable "
+        "(default: the run's fixed strategy or opt; the design's units)",
+    )
+    p.set_defaults(func=_stage("export"))
+
     p = sub.add_parser("retrain", help="train one strategy alone with the run's recipe (the Table-2 analog)")
     p.add_argument("run", help="run directory written by `fusion3d train`")
     p.add_argument("--strategy", required=True, help="S, ST, S+ST, opt, top:K or a strategy JSON file")

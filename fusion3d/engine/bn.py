@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from fusion3d.engine.evaluate import split_batch
+
 
 @dataclass
 class _Moments:
@@ -66,12 +68,9 @@ def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
 
 
 def batch_input(batch) -> torch.Tensor:
-    """The clip tensor of a loader batch (a dict with ``clip``, a (clip, label, ...) tuple, or a tensor)."""
-    if isinstance(batch, dict):
-        return batch["clip"]
-    if isinstance(batch, (list, tuple)):
-        return batch[0]
-    return batch
+    """The clip tensor of a loader batch (a dict with ``clip``, a (clip, label, ...) tuple, or a tensor):
+    ``fusion3d.engine.evaluate.split_batch``, the one reading of a batch."""
+    return split_batch(batch)[0]
 
 
 @torch.no_grad()
@@ -81,10 +80,10 @@ def recalibrate_bn(
     """Re-estimate every BatchNorm layer's running statistics on the clips ``loader`` yields.
 
     ``loader`` yields dicts with a ``"clip"`` tensor (the evaluation datasets of this package),
-    ``(input, ...)`` tuples, or bare tensors. Only the BatchNorm layers are put in training mode
-    (dropout and everything else stay in eval mode, so the pass is deterministic); the fusion gates
-    are not touched, so a hard strategy stays in force. ``max_batches`` stops after that many
-    batches. Afterwards the model is in eval mode.
+    ``(clip, label[, video])`` tuples (a ``TensorDataset``), or bare tensors (``batch_input``). Only
+    the BatchNorm layers are put in training mode (dropout and everything else stay in eval mode, so
+    the pass is deterministic); the fusion gates are not touched, so a hard strategy stays in force.
+    ``max_batches`` stops after that many batches. Afterwards the model is in eval mode.
 
     Returns ``{"batches", "samples", "bn_layers", "bn_updated"}`` (layers that saw at least one clip).
     """

@@ -3,11 +3,17 @@
 Scores are per video: the softmax of every view (clip x crop) of a video is averaged, and top-1 /
 top-5 are taken on that average. Videos that failed to decode are excluded before this point and
 counted by the caller.
+
+Batches (``split_batch``): this package's datasets yield dicts (``clip``, ``label``, ``video``); any
+other dataset may yield ``(clip, label)`` or ``(clip, label, video)`` tuples (a ``TensorDataset``'s, for
+instance). Without video ids every clip is its own video.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,19 +27,46 @@ class Scores:
     views: int
 
 
+def split_batch(batch: Any) -> tuple[torch.Tensor, Any, Any]:
+    """(clips, labels, video ids) of a loader batch: a dict with ``clip`` and optionally ``label`` and
+    ``video`` (this package's datasets), a ``(clip, label[, video, ...])`` tuple or list (what a
+    ``TensorDataset`` or a tuple-returning dataset gives through the default collate), or a bare
+    tensor of clips. Labels and video ids are None where the batch has none."""
+    if isinstance(batch, Mapping):
+        if "clip" not in batch:
+            raise KeyError(f"a batch dict needs a 'clip' entry (keys: {', '.join(map(str, batch))})")
+        return batch["clip"], batch.get("label"), batch.get("video")
+    if isinstance(batch, (list, tuple)) and batch:
+        rest = list(batch[1:3]) + [None] * (3 - len(batch[:3]))
+        return batch[0], rest[0], rest[1]
+    if isinstance(batch, torch.Tensor):
+        return batch, None, None
+    raise TypeError(
+        f"a batch must be a dict with 'clip', a (clip, label[, video]) tuple or a tensor, got {type(batch).__name__}"
+    )
+
+
 @torch.no_grad()
 def predict(
     model: torch.nn.Module, loader, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Softmax probabilities, labels and video ids of every view the loader yields (model in eval mode)."""
+    """Softmax probabilities, labels and video ids of every view the loader yields (model in eval mode).
+
+    Batches are dicts or ``(clip, label[, video])`` tuples (``split_batch``); a batch without video
+    ids numbers its clips on from the clips seen so far, so each is a video of its own."""
     was_training = model.training
     model.eval()
     probs, labels, videos = [], [], []
+    seen = 0
     for batch in loader:
-        logits = model(batch["clip"].to(device, non_blocking=True))
+        clip, label, video = split_batch(batch)
+        if label is None:
+            raise ValueError("predict needs labelled batches: a dict with 'label' or a (clip, label) tuple")
+        logits = model(clip.to(device, non_blocking=True))
         probs.append(torch.softmax(logits.float(), dim=1).cpu())
-        labels.append(torch.as_tensor(batch["label"]))
-        videos.append(torch.as_tensor(batch["video"]))
+        labels.append(torch.as_tensor(label))
+        videos.append(torch.arange(seen, seen + len(logits)) if video is None else torch.as_tensor(video))
+        seen += len(logits)
     model.train(was_training)
     return torch.cat(probs), torch.cat(labels), torch.cat(videos)
 
