@@ -57,7 +57,10 @@ def test_model_config_fields_have_defaults_help_and_plain_types():
             continue
         assert tp in allowed, f.name
         getattr(cfg, f.name)
-    assert set(typing.get_args(hints["name"])) == set(PRESETS) | set(BACKBONES)
+    # model.name is a string checked against the live registry (a user's registered model included)
+    assert hints["name"] is str and all(
+        n in ModelConfig.__dataclass_fields__["name"].metadata["help"] for n in set(PRESETS) | set(BACKBONES)
+    )
     assert (
         cfg.drop_init == 0.1 and cfg.temperature == 0.2 and cfg.conv_impl == "auto" and cfg.num_classes == 0
     )

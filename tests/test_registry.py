@@ -48,3 +48,23 @@ def test_a_network_without_a_receptive_field_description_gives_nan_columns():
     model.__class__ = type("BareTiny", (Bare,), {"rf_graph": SlotNetwork.rf_graph})
     cols = rf_columns(model, Strategy.uniform("S", model.num_slots))
     assert all(math.isnan(v) for v in cols.values())
+
+
+def test_a_model_registered_by_the_user_is_accepted_by_the_config_and_built():
+    from fusion3d.config import load_config
+    from fusion3d.models import build_model
+    from fusion3d.models.registry import _MODELS
+
+    @register_model("user_net_for_test", kind="backbone")
+    def user_net_for_test(num_classes, **kw):
+        """a user's network: a small ResNet-18"""
+        return create("resnet18_3d", num_classes=num_classes, width_mult=0.25)
+
+    try:
+        cfg = load_config(None, ["model.name=user_net_for_test"])
+        model = build_model(cfg.model, 3)
+        assert model.num_slots == 8
+    finally:
+        _MODELS.pop("user_net_for_test", None)
+    with pytest.raises(Exception, match="not a registered model"):
+        load_config(None, ["model.name=user_net_for_test"])

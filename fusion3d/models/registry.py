@@ -9,9 +9,9 @@ derives from here: ``list_models()``, ``fusion3d.models.spec`` (``PRESETS``, ``B
 ``ModelName`` literal, the ``model.name`` check) and through it the config layer.
 
 A plugin registers its own networks the same way (``kind="backbone"`` with a ``from_config`` that
-builds it from a ``ModelConfig``); names registered after ``fusion3d.models.spec`` is imported are
-known to ``create`` and ``check_model_config`` but not to the ``ModelName`` literal of the config
-schema, so register them from a module imported before any config is read.
+builds it from a ``ModelConfig``); the config's ``model.name`` is checked against the live registry,
+so a name registered at any time before the config is loaded works in ``train``, ``sample`` and
+``analyze`` (tests/test_registry.py).
 
 This module imports no other module of the package (everything else imports it), so it closes no
 import cycle; the one exception, ``fusion3d.models.inflate`` (imported when a model is built with a 2D
@@ -134,11 +134,10 @@ def build_model(cfg: Any, num_classes: int | None = None) -> Any:
     if not n:
         raise ValueError("model.num_classes is 0 (take from the dataset) and no num_classes was given")
     entry = model_entry(cfg.name)
-    if entry.from_config is None:
-        raise ValueError(
-            f"model {cfg.name!r} was registered without from_config: it cannot be built from a config"
-        )
-    model = entry.from_config(cfg, int(n))
+    if entry.from_config is None:  # a user's network: its factory with the class count (the config
+        model = entry.factory(int(n))  # was checked when it was loaded)
+    else:
+        model = entry.from_config(cfg, int(n))
     if getattr(cfg, "pretrained_2d", ""):
         _inflate(model, cfg.pretrained_2d)
     return model

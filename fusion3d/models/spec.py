@@ -32,7 +32,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 BACKBONES: tuple[str, ...] = tuple(list_models("backbone"))
 
-# Every name ``model.name`` accepts: the registered models (the config layer checks values against it).
+# The names registered when this module was imported (for documentation); ``model.name`` itself is a
+# string checked against the live registry by ``check_model_config``, so a model a user registers later
+# (``fusion3d.models.registry.register_model``) is accepted by the config too.
 ModelName = Literal[tuple(list_models())]  # type: ignore[valid-type]
 _NAME_HELP = (
     "a registered model (fusion3d.models.list_models()): a template preset, "
@@ -76,7 +78,7 @@ class Arch:
 class ModelConfig:
     """The fusion template or a backbone: a name, optional overrides, and the v-DropPath gate settings."""
 
-    name: ModelName = _f("tiny", _NAME_HELP)
+    name: str = _f("tiny", _NAME_HELP)
     growth: int = _f(0, "dense-layer growth rate (new channels per layer); 0 = the preset's value")
     bottleneck_factor: int = _f(0, "S/T path width = bottleneck_factor * growth; 0 = the preset's value")
     blocks: list = _f([], "dense layers per block, e.g. [6, 12, 24, 16]; [] = the preset's value")
