@@ -130,6 +130,13 @@ def _cases():
 
         return setup
 
+    def init_without_weights(env):
+        import torch
+
+        path = env["base"] / "weights_only_elsewhere.pt"
+        torch.save({"state_dict": {}}, path)
+        return train_args("--init", str(path))(env)
+
     def on_run(*args, **extra):
         def setup(env):
             return ["train", *_with(env["over"], **extra), *args], env["run"], None
@@ -207,6 +214,7 @@ def _cases():
         # arguments
         ("max-epochs-negative", train_args("--max-epochs", "-2"), "--max-epochs"),
         ("resume-missing-file", train_args("--resume", "/nonexistent/ckpt.pt"), "/nonexistent/ckpt.pt"),
+        ("init-not-a-fusion3d-checkpoint", init_without_weights, "not a fusion3d checkpoint"),
         ("overwrite-and-resume", on_run("--resume", "auto", "--overwrite"), "--overwrite"),
         ("sample-recal-negative", verb("sample", "--recal-clips", "-5"), "--recal-clips"),
         ("sample-num-negative", verb("sample", "-n", "-1"), "--num"),

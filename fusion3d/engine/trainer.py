@@ -407,7 +407,15 @@ def _train(cfg, resume, init, max_epochs, overwrite, explicit, held: ExitStack) 
     model_cfg = dataclasses.replace(cfg.model, pretrained_2d="") if state is not None else cfg.model
     model = build_model(model_cfg, num_classes).to(device)
     if init is not None:
-        missing, unexpected = model.load_state_dict(load_checkpoint(init)["model"], strict=False)
+        init_state = load_checkpoint(init)
+        if not isinstance(init_state, dict) or not isinstance(init_state.get("model"), dict):
+            raise FusionError(f"--init {init}: not a fusion3d checkpoint (no 'model' weights in it)")
+        try:
+            missing, unexpected = model.load_state_dict(init_state["model"], strict=False)
+        except RuntimeError as e:  # shapes that do not fit this model
+            raise FusionError(
+                f"--init {init}: its weights do not fit model {cfg.model.name!r} ({e})"
+            ) from None
         if is_main:
             print(
                 f"initialised weights from {init} (missing {len(missing)}, unexpected {len(unexpected)} keys)"
