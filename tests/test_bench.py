@@ -140,6 +140,16 @@ def test_describe_table_counts_strategies_near_the_best():
 
 
 FIXTURE_STRATEGIES = ["S", "ST", "S|ST|S|S|S|S"]
+# the clip and model of the fixture table, shared by its recipe and by the template scored against it
+FIXTURE_DATA_MODEL = [
+    "model.name=tiny",
+    "data.clip_len=4",
+    "data.short_side=32",
+    "data.short_side_max=36",
+    "data.crop_size=32",
+    "data.flip=off",
+    "train.batch_size=4",
+]
 
 
 @pytest.fixture(scope="module")
@@ -157,18 +167,7 @@ def spec_file(tmp_path_factory):
             "seed": 3,
             "test_per_class": 2,
         },
-        "config": [
-            "model.name=tiny",
-            "data.clip_len=4",
-            "data.short_side=32",
-            "data.short_side_max=36",
-            "data.crop_size=32",
-            "data.flip=off",
-            "train.batch_size=4",
-            "train.warmup_epochs=0",
-            "train.epochs=1",
-            "train.eval_samples=1",
-        ],
+        "config": [*FIXTURE_DATA_MODEL, "train.warmup_epochs=0", "train.epochs=1", "train.eval_samples=1"],
         "design": {"strategies": FIXTURE_STRATEGIES},
         "seeds": [0, 1],
     }
@@ -244,13 +243,7 @@ def test_bench_score_compares_a_trained_template_with_the_table(built, tmp_path)
     cfg = load_config(
         None,
         [
-            "model.name=tiny",
-            "data.clip_len=4",
-            "data.short_side=32",
-            "data.short_side_max=36",
-            "data.crop_size=32",
-            "data.flip=off",
-            "train.batch_size=4",
+            *FIXTURE_DATA_MODEL,
             "train.warmup_epochs=1",
             "train.epochs=1",
             "train.eval_samples=1",

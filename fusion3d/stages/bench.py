@@ -311,8 +311,11 @@ def list_tables(folder: str | None = None) -> list[dict]:
 # ----------------------------------------------------------------------------- score
 
 
-def _template_scores(run: RunDir, table: str, gt: pd.DataFrame, recal_clips: int | None) -> pd.DataFrame:
-    """The template's scores of the table's strategies (resumable rows in ``bench_<table>_scores.csv``)."""
+def _template_scores(
+    run: RunDir, table: str, gt: pd.DataFrame, recal_clips: int | None
+) -> tuple[pd.DataFrame, StrategyScorer]:
+    """(the template's scores of the table's strategies, indexed by id; the scorer). Rows are resumable,
+    in ``bench_<table>_scores.csv``."""
     scorer = StrategyScorer(run.path, recal_clips=recal_clips)
     path = run.bench_scores(table)
     writer = RowWriter(path)
