@@ -91,6 +91,55 @@ def test_noise_ceiling_is_one_for_identical_seeds_and_lower_with_noise():
     assert noise_ceiling(noisy)["kendall_tau"] < 1.0
 
 
+def test_noise_ceiling_splits_the_seeds_in_halves_and_averages_each():
+    # three strategies, four seeds: half A = seeds 0,1, half B = seeds 2,3
+    vals = {"a": [10, 30, 20, 20], "b": [20, 20, 30, 30], "c": [40, 0, 10, 10]}
+    rows = [
+        {
+            "strategy": k,
+            "id": k,
+            "design": "x",
+            "seed": i,
+            "top1": v,
+            "top5": 100.0,
+            "macs": 1,
+            "params": 1,
+            "test_videos": 100,
+            "seconds": 1.0,
+        }
+        for k, vs in vals.items()
+        for i, v in enumerate(vs)
+    ]
+    nc = noise_ceiling(pd.DataFrame(rows, columns=list(TABLE_COLUMNS)))
+    assert nc["halves"] == [[0, 1], [2, 3]] and nc["n"] == 3
+    # half means: A = (20, 20, 20), B = (20, 30, 10): all of A tied, so tau-b is undefined (None)
+    assert nc["kendall_tau"] is None
+    # single-seed pairs by hand (tau-b): (0,1) -1, (0,2) -1/3, (0,3) -1/3, (1,2) 1/3, (1,3) 1/3, (2,3) 1
+    assert abs(nc["single_seed_tau"] - 0.0) < 1e-12
+    vals["a"] = [10, 10, 20, 20]  # A = (10, 20, 20) vs B = (20, 30, 10): tau-b = (1 - 1 + 0) / sqrt(2 * 3)
+    rows = [dict(r, top1=vals[r["id"]][r["seed"]]) for r in rows]
+    nc = noise_ceiling(pd.DataFrame(rows, columns=list(TABLE_COLUMNS)))
+    assert abs(nc["kendall_tau"] - 0.0) < 1e-12
+    vals["c"] = [40, 30, 40, 40]  # A = (10, 20, 35) vs B = (20, 30, 40): perfectly concordant
+    rows = [dict(r, top1=vals[r["id"]][r["seed"]]) for r in rows]
+    assert noise_ceiling(pd.DataFrame(rows, columns=list(TABLE_COLUMNS)))["kendall_tau"] == 1.0
+
+
+def test_more_seeds_raise_the_split_half_ceiling_not_the_single_seed_one():
+    strategies = structured_design(6)
+    truth = {str(s): 2.0 * i for i, (s, _) in enumerate(strategies)}  # every strategy distinct
+
+    def acc(s):
+        return truth[str(s)]
+
+    few = noise_ceiling(_table(acc, strategies, seeds=(0, 1), noise=6.0))
+    many = noise_ceiling(_table(acc, strategies, seeds=tuple(range(32)), noise=6.0))
+    assert few["kendall_tau"] == few["single_seed_tau"]
+    # single-seed tau ~0.5 (truth sd ~10 vs noise 6); 16 seeds a half average the noise down 4x
+    assert 0.35 < many["single_seed_tau"] < 0.65
+    assert many["kendall_tau"] > many["single_seed_tau"] + 0.25
+
+
 def test_standard_error_adds_test_set_noise_and_the_median_seed_variance():
     strategies = structured_design(6)
     t = _table(lambda s: 50.0, strategies, n_test=400)

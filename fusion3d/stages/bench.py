@@ -192,6 +192,9 @@ def build(
     shard_i, shard_n = shard_spec(shard or (0, 1))
     done = {f"{i}_s{s}" for i, s in zip(read_rows(bdir)["id"], read_rows(bdir)["seed"])}
     todo = [r for r in rows[shard_i::shard_n] if r["key"] not in done]
+    # seed-major: a build stopped part-way leaves whole seeds (every strategy), which is what the
+    # noise ceiling and a table grown by adding seeds need; the table itself stays strategy-major
+    todo.sort(key=lambda r: spec.seeds.index(r["seed"]))
     if limit is not None:
         todo = todo[: int(limit)]
     invocations = json.loads(bdir.build.read_text()).get("invocations", []) if bdir.build.is_file() else []
@@ -200,6 +203,7 @@ def build(
             "command": _command_line(name, out, workers, shard, limit, publish),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "rows": len(todo),
+            "device": _device_name(),
         }
     )
     info = {
@@ -229,6 +233,13 @@ def build(
     info["invocations"][-1]["wall_seconds"] = round(time.time() - t0, 1)
     atomic_write_text(bdir.build, json.dumps(info, indent=1, default=str) + "\n")
     return _maybe_finish_table(spec, bdir, rows, publish)
+
+
+def _device_name() -> str:
+    """Where this invocation trains (the spec's recipe leaves ``run.device`` at auto)."""
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({os.cpu_count()} cores)"
 
 
 def _command_line(name, out, workers, shard, limit, publish) -> str:
