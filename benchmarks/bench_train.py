@@ -111,8 +111,6 @@ class _SynthClips(torch.utils.data.Dataset):
         return self.n
 
     def __getitem__(self, i):
-        from fusion3d.data.dataset import TrainClips  # noqa: F401  (the worker imports what the trainer's do)
-
         epoch, i = i if isinstance(i, tuple) else (0, i)
         g = torch.Generator().manual_seed(epoch * 100003 + i)
         x = torch.rand(self.shape, generator=g)
