@@ -121,14 +121,24 @@ class _SynthClips(torch.utils.data.Dataset):
 
 def loader_epochs(shape, batch: int, workers: int, epochs: int, repeats: int) -> dict:
     """Median seconds per epoch: a loader built once (persistent workers) vs rebuilt every epoch."""
-    from fusion3d.data.dataset import make_loader
     from fusion3d.data.samplers import EpochSampler
+
+    def make_loader(ds, batch, workers, shuffle, seed, sampler=None, persistent_workers=False):
+        # fusion3d.data.dataset.make_loader's arguments, without importing PyAV (absent on some GPU hosts)
+        return torch.utils.data.DataLoader(
+            ds,
+            batch_size=batch,
+            shuffle=shuffle,
+            sampler=sampler,
+            num_workers=workers,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(seed),
+            persistent_workers=persistent_workers and workers > 0,
+        )
 
     ds = _SynthClips(16 * batch, shape)
     sampler = EpochSampler(len(ds), lambda e: e)
-    once = make_loader(
-        ds, batch, workers, shuffle=False, seed=0, drop_last=True, sampler=sampler, persistent_workers=True
-    )
+    once = make_loader(ds, batch, workers, shuffle=False, seed=0, sampler=sampler, persistent_workers=True)
     epoch_counter = {"once": 0, "rebuilt": 0}
 
     def run_once():
@@ -140,7 +150,7 @@ def loader_epochs(shape, batch: int, workers: int, epochs: int, repeats: int) ->
     def run_rebuilt():
         e = epoch_counter["rebuilt"]
         epoch_counter["rebuilt"] += 1
-        loader = make_loader(ds, batch, workers, shuffle=True, seed=e, drop_last=True)
+        loader = make_loader(ds, batch, workers, shuffle=True, seed=e)
         for _ in loader:
             pass
 
