@@ -7,7 +7,15 @@ Prints:
  (c) step time with plain nn.Conv3d-equivalent kernels (conv_impl=conv3d) vs the fast path
      (conv_impl=auto): the speedup;
  (d) peak memory of a training step (CUDA: max allocated; CPU: growth of the process's peak RSS,
-     each variant measured in a fresh subprocess).
+     each variant measured in a fresh subprocess);
+ (e) step time with train.precision=fp32 vs bf16 (and fp16 on CUDA), and vs channels-last 3D, with
+     the largest logit difference from fp32 (the numerics of a training run are tested on the tiny
+     preset in tests/test_train_gpu.py);
+ (f) an epoch from a data loader built once per run (persistent workers) vs one rebuilt every epoch
+     (the trainer before issue 15), on synthetic clips that cost some CPU to make;
+ (g) the cost of a mid-epoch checkpoint (train.checkpoint_every_steps): one atomic save of weights,
+     optimizer and RNG state, against the step time, as overhead at N = 10 and 100 steps.
+On CUDA when present, on the CPU otherwise.
 Variants are timed interleaved (A, B, A, B, ...) and the median is reported, so machine noise
 hits both sides alike. Run:  .venv/bin/python benchmarks/bench_train.py [--preset small] [--threads N]
 """
@@ -45,27 +53,132 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def make_step(preset: str, impl: str, gates: str, batch: int, shape, device):
+def make_step(
+    preset: str, impl: str, gates: str, batch: int, shape, device, precision="fp32", channels_last=False
+):
+    """A training step as the trainer takes it (``fusion3d.engine.precision`` for autocast / scaling)."""
+    from fusion3d.engine.precision import Precision
     from fusion3d.models import build_model
     from fusion3d.models.regularizer import template_regularizer
     from fusion3d.models.spec import ModelConfig
 
+    torch.manual_seed(0)
     model = build_model(ModelConfig(name=preset, conv_impl=impl), 10).to(device)
     model.set_gate_mode(gates)
+    prec = Precision(precision, device, channels_last)
+    prec.prepare_model(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch, *shape, device=device)
-    y = torch.randint(0, 10, (batch,), device=device)
+    g = torch.Generator().manual_seed(1)
+    x = prec.prepare_input(torch.randn(batch, *shape, generator=g).to(device))
+    y = torch.randint(0, 10, (batch,), generator=g).to(device)
 
     def step():
-        loss = F.cross_entropy(model(x), y)
+        with prec.autocast():
+            out = model(x)
+        loss = F.cross_entropy(out.float(), y)
         if gates == "relaxed":
             loss = loss + template_regularizer(model, 1.0, 1000)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        prec.backward(loss)
+        prec.unscale(opt)
+        prec.step(opt)
         _sync(device)
 
+    step.logits = lambda: _logits(model, prec, x, gates)
+    step.state = lambda: {"model": model.state_dict(), "optimizer": opt.state_dict()}
     return model, step
+
+
+@torch.no_grad()
+def _logits(model, prec, x, gates):
+    """Eval-mode logits with every path on (no gate noise): comparable across precisions."""
+    model.eval()
+    model.set_gate_mode("off")
+    with prec.autocast():
+        out = model(x).float()
+    model.set_gate_mode(gates)
+    model.train()
+    return out
+
+
+class _SynthClips(torch.utils.data.Dataset):
+    """Clips that cost some CPU to make (a few ops per frame), like a light decode + augment."""
+
+    def __init__(self, n, shape):
+        self.n, self.shape = n, shape
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        epoch, i = i if isinstance(i, tuple) else (0, i)
+        g = torch.Generator().manual_seed(epoch * 100003 + i)
+        x = torch.rand(self.shape, generator=g)
+        for _ in range(3):
+            x = torch.sigmoid(x * 2 - 1)
+        return {"clip": x, "label": i % 10}
+
+
+def loader_epochs(shape, batch: int, workers: int, epochs: int, repeats: int) -> dict:
+    """Median seconds per epoch: a loader built once (persistent workers) vs rebuilt every epoch."""
+    from fusion3d.data.samplers import EpochSampler
+
+    def make_loader(ds, batch, workers, shuffle, seed, sampler=None, persistent_workers=False):
+        # fusion3d.data.dataset.make_loader's arguments, without importing PyAV (absent on some GPU hosts)
+        return torch.utils.data.DataLoader(
+            ds,
+            batch_size=batch,
+            shuffle=shuffle,
+            sampler=sampler,
+            num_workers=workers,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(seed),
+            persistent_workers=persistent_workers and workers > 0,
+        )
+
+    ds = _SynthClips(16 * batch, shape)
+    sampler = EpochSampler(len(ds), lambda e: e)
+    once = make_loader(ds, batch, workers, shuffle=False, seed=0, sampler=sampler, persistent_workers=True)
+    epoch_counter = {"once": 0, "rebuilt": 0}
+
+    def run_once():
+        sampler.set_epoch(epoch_counter["once"])
+        epoch_counter["once"] += 1
+        for _ in once:
+            pass
+
+    def run_rebuilt():
+        e = epoch_counter["rebuilt"]
+        epoch_counter["rebuilt"] += 1
+        loader = make_loader(ds, batch, workers, shuffle=True, seed=e)
+        for _ in loader:
+            pass
+
+    out = {k: [] for k in ("once", "rebuilt")}
+    run_once()  # the once-built loader starts its workers here (a cost paid once per run)
+    for _ in range(repeats):
+        for k, f in (("once", run_once), ("rebuilt", run_rebuilt)):
+            t0 = time.perf_counter()
+            for _ in range(epochs):
+                f()
+            out[k].append((time.perf_counter() - t0) / epochs)
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def checkpoint_seconds(state_fn, repeats: int) -> float:
+    """Median seconds of one atomic checkpoint save (weights, optimizer, RNG state)."""
+    import tempfile
+    from pathlib import Path
+
+    from fusion3d.engine.checkpoint import rng_state, save_checkpoint
+
+    times = []
+    with tempfile.TemporaryDirectory() as d:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            save_checkpoint(Path(d) / "checkpoint.pt", {**state_fn(), "rng": rng_state()})
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def interleaved(steps: dict, repeats: int) -> dict:
@@ -120,6 +233,8 @@ def main(argv=None) -> int:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--impl", default="auto", help=argparse.SUPPRESS)
     ap.add_argument("--gates", default="relaxed", help=argparse.SUPPRESS)
+    ap.add_argument("--workers", type=int, default=2, help="(f): data-loader workers")
+    ap.add_argument("--loader-epochs", type=int, default=3, help="(f): epochs per timed repeat")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -177,6 +292,31 @@ def main(argv=None) -> int:
             subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         )
         print(f"(d) peak memory, conv_impl={impl:<6}: {out['mib']:8.1f} MiB ({out['kind']})")
+
+    precisions = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
+    steps = {
+        p: make_step(args.preset, "auto", "relaxed", args.batch, shape, device, p)[1] for p in precisions
+    }
+    steps["fp32+cl3d"] = make_step(args.preset, "auto", "relaxed", args.batch, shape, device, "fp32", True)[1]
+    ref = steps["fp32"].logits()
+    diffs = {k: float((s.logits() - ref).abs().max()) for k, s in steps.items()}
+    t = interleaved(steps, args.repeats)
+    for k in steps:
+        print(
+            f"(e) step {k:<9} {t[k] * 1e3:8.1f} ms  vs fp32 {t['fp32'] * 1e3:8.1f} ms  speedup "
+            f"{t['fp32'] / t[k]:5.2f}x  max |logit - fp32| {diffs[k]:.2e}"
+        )
+    lo = loader_epochs(shape, args.batch, args.workers, args.loader_epochs, max(1, args.repeats // 2))
+    print(
+        f"(f) epoch from a loader built once {lo['once'] * 1e3:8.1f} ms  vs rebuilt every epoch "
+        f"{lo['rebuilt'] * 1e3:8.1f} ms  ({args.workers} workers, 16 batches; saves "
+        f"{(lo['rebuilt'] - lo['once']) * 1e3:+.1f} ms per epoch)"
+    )
+    save = checkpoint_seconds(steps["fp32"].state, max(3, args.repeats))
+    print(
+        f"(g) mid-epoch checkpoint {save * 1e3:7.1f} ms  vs step {t['fp32'] * 1e3:7.1f} ms: overhead "
+        f"{100 * save / (10 * t['fp32']):5.1f}% every 10 steps, {100 * save / (100 * t['fp32']):5.1f}% every 100"
+    )
     return 0
 
 

@@ -38,8 +38,11 @@ from fusion3d.analysis.marginals import drop_summary
 from fusion3d.config import Config, TrainConfig, from_dict
 from fusion3d.engine.bn import bn_state, load_bn_state, recalibrate_bn
 from fusion3d.engine.checkpoint import save_checkpoint
+from fusion3d.engine.epoch import epoch_message as _epoch_message
+from fusion3d.engine.epoch import lr_factor
+from fusion3d.engine.epoch import set_phase as _set_phase
 from fusion3d.engine.evaluate import predict, split_batch, video_scores
-from fusion3d.engine.trainer import _epoch_message, _optimizer, _set_phase, _validate, lr_factor
+from fusion3d.engine.trainer import _optimizer, _validate
 from fusion3d.errors import NonFiniteError
 from fusion3d.models import Strategy, as_strategy, count_macs, count_params, template_regularizer
 from fusion3d.utils import resolve_device, seed_everything

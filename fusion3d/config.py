@@ -74,6 +74,11 @@ class DataConfig:
     mean: list = _f([0.45, 0.45, 0.45], "per-channel mean for normalisation (RGB, [0,1] scale)")
     std: list = _f([0.225, 0.225, 0.225], "per-channel std for normalisation")
     num_workers: int = _f(0, "data-loader worker processes")
+    pin_memory: bool = _f(True, "page-locked training batches for faster host-to-GPU copies (CUDA only)")
+    persistent_workers: bool = _f(
+        True, "keep the data-loader workers alive from one epoch to the next (num_workers > 0)"
+    )
+    prefetch_factor: int = _f(2, "batches each data-loader worker prepares ahead (num_workers > 0)")
     min_frames: int = _f(1, "videos with fewer decodable frames are reported by scan and skipped")
     cache_dir: str = _f("cache", "folder for the per-video index and the evaluation clip cache")
 
@@ -109,6 +114,15 @@ class TrainConfig:
     log_every: int = _f(10, "write a step record to metrics.jsonl every this many steps")
     grad_clip: float = _f(0.0, "clip the gradient norm to this value (0: off)")
     sync_bn: bool = _f(False, "convert BatchNorm to SyncBatchNorm under torchrun")
+    precision: Literal["fp32", "bf16", "fp16"] = _f(
+        "fp32",
+        "fp32, or autocast to bf16 / fp16 (fp16: CUDA only, with a GradScaler); the regulariser and gates stay fp32",
+    )
+    channels_last: bool = _f(False, "channels-last 3D memory layout for the network and its input clips")
+    cudnn_benchmark: bool = _f(True, "CUDA: let cuDNN time and pick the fastest convolution kernels")
+    checkpoint_every_steps: int = _f(
+        0, "also save the checkpoint every this many steps inside an epoch (0: at epoch ends only)"
+    )
     tensorboard: bool = _f(False, "also write TensorBoard event files (needs the tensorboard package)")
     progress: bool = _f(True, "show a progress bar when attached to a terminal")
 
@@ -122,6 +136,9 @@ class RunConfig:
     device: str = _f("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:N")
     threads: int = _f(
         0, "CPU threads for torch ops (0: torch's default; 1 is fastest on a busy 2-core machine)"
+    )
+    dist_timeout_s: int = _f(
+        0, "torchrun: seconds a rank waits for the others in a collective before failing (0: torch's default)"
     )
 
 
@@ -327,6 +344,12 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(f"config key 'run.threads' must be >= 0 (0: torch's default), got {r.threads}")
     if not r.out.strip():
         raise ConfigError("config key 'run.out' must name a run directory, got an empty string")
+    if r.dist_timeout_s < 0:
+        raise ConfigError(
+            f"config key 'run.dist_timeout_s' must be >= 0 (0: torch's default), got {r.dist_timeout_s}"
+        )
+    if d.prefetch_factor < 1:
+        raise ConfigError(f"config key 'data.prefetch_factor' must be at least 1, got {d.prefetch_factor}")
     t = cfg.train
     for key, v in (
         ("train.batch_size", t.batch_size),
@@ -336,6 +359,11 @@ def check_config(cfg: Config) -> None:
     ):
         if v < 1:
             raise ConfigError(f"config key '{key}' must be at least 1, got {v}")
+    if t.checkpoint_every_steps < 0:
+        raise ConfigError(
+            f"config key 'train.checkpoint_every_steps' must be >= 0 (0: at epoch ends only), "
+            f"got {t.checkpoint_every_steps}"
+        )
     if t.warmup_epochs < 0 or t.epochs < 0 or t.warmup_epochs + t.epochs < 1:
         raise ConfigError(
             "config keys 'train.warmup_epochs' and 'train.epochs' must be >= 0 with a positive sum"

@@ -18,7 +18,9 @@ from conftest import tiny_overrides
 
 from fusion3d.config import load_config
 from fusion3d.engine.checkpoint import CHECKPOINT, load_checkpoint
-from fusion3d.engine.trainer import lr_factor, train
+from fusion3d.engine.trainer import _validate, _validation_set, lr_factor, train
+from fusion3d.errors import FusionError
+from fusion3d.models import build_model
 
 PY = sys.executable
 
@@ -137,24 +139,14 @@ def test_resume_refuses_a_changed_split(tiny_motion, tmp_path):
         train(load_config(None, over), resume="auto")
 
 
-def test_two_process_ddp_run_ends_with_identical_weights(tiny_motion, tmp_path):
-    over = tiny_overrides(tiny_motion, tmp_path, **{"train.epochs": 1, "train.batch_size": 2})
+def _torchrun(args: list[str], timeout: int = 300) -> tuple[int, str]:
+    """Two CPU processes (gloo) under torchrun; (exit code, their output)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with socket.socket() as s:  # torchrun's --master_port=0 hangs the rendezvous: pick a free port
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [
-            PY,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            f"--master_port={port}",
-            "-m",
-            "fusion3d",
-            "train",
-            *over,
-        ],
+        [PY, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -162,15 +154,96 @@ def test_two_process_ddp_run_ends_with_identical_weights(tiny_motion, tmp_path):
         start_new_session=True,
     )
     try:
-        out, _ = proc.communicate(timeout=300)
+        out, _ = proc.communicate(timeout=timeout)
     finally:  # never leave worker processes behind, whatever happened
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode == 0, out[-3000:]
+    return proc.returncode, out
+
+
+def test_two_process_ddp_run_ends_with_identical_weights(tiny_motion, tmp_path):
+    """Both ranks end with the same weights, and the validation sharded over the two ranks (predictions
+    gathered) equals single-process validation of the saved weights, number for number."""
+    over = tiny_overrides(tiny_motion, tmp_path, **{"train.epochs": 1, "train.batch_size": 2})
+    code, out = _torchrun(["-m", "fusion3d", "train", *over])
+    assert code == 0, out[-3000:]
     run = Path(tmp_path / "run")
     shas = [(run / f"weights_rank{r}.sha1").read_text() for r in (0, 1)]
     assert shas[0] == shas[1]
     assert json.loads((run / "summary.json").read_text())["weights_sha1"] + "\n" == shas[0]
-    start = _records(run)[0]
-    assert start["world_size"] == 2
+    recs = _records(run)
+    assert recs[0]["world_size"] == 2
+    last = [r for r in recs if r["kind"] == "epoch"][-1]
+    cfg = load_config(None, over)
+    model = build_model(cfg.model, 4)
+    model.load_state_dict(load_checkpoint(run / CHECKPOINT)["model"])
+    val = _validation_set(cfg.data, cfg.train, cfg.run.seed, progress=False)
+    single = _validate(
+        model, val.loader, torch.device("cpu"), "vdroppath", cfg.train.eval_samples, cfg.run.seed, 1
+    )
+    for k in ("val_top1", "val_top5", "val_single_mean", "val_single_max"):
+        assert last[k] == single[k], k
+
+
+_RANK_SCRIPT = """
+import json, os, sys
+from fusion3d.config import load_config
+from fusion3d.engine.trainer import train
+from fusion3d.errors import FusionError
+over, per_rank = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+mine = per_rank.get(os.environ["RANK"], {})
+try:
+    train(load_config(None, over + mine.get("overrides", [])), resume=mine.get("resume"))
+except FusionError as e:
+    print(f"rank {os.environ['RANK']} stopped: {e}", flush=True)
+    sys.exit(2)
+"""
+
+
+def test_ranks_that_disagree_on_the_run_directory_or_the_checkpoint_all_stop_with_a_clear_error(
+    tiny_motion, tmp_path
+):
+    over = tiny_overrides(tiny_motion, tmp_path, **{"train.epochs": 1, "train.batch_size": 2})
+    script = tmp_path / "rank_script.py"
+    script.write_text(_RANK_SCRIPT)
+    # rank 1 on a node where run.out is another (empty) directory: run.out is not shared
+    code, out = _torchrun(
+        [
+            str(script),
+            json.dumps(over),
+            json.dumps({"1": {"overrides": [f"run.out={tmp_path / 'elsewhere'}"]}}),
+        ]
+    )
+    assert code != 0
+    for r, where in ((0, "run"), (1, "elsewhere")):  # each names run.out as it sees it
+        assert (
+            f"rank {r} stopped: run.out {tmp_path / where} is not shared by every rank: rank(s) 1 of 2" in out
+        )
+    assert not (tmp_path / "run" / "config.yaml").exists()
+    # a checkpoint (one warm-up epoch), then rank 1 resumes from a file it cannot see
+    train(load_config(None, over), max_epochs=1)
+    ckpt = tmp_path / "run" / CHECKPOINT
+    ranks = {"0": {"resume": str(ckpt)}, "1": {"resume": str(tmp_path / "missing.pt")}}
+    code, out = _torchrun([str(script), json.dumps(over), json.dumps(ranks)])
+    assert code != 0
+    for r in (0, 1):
+        assert f"rank {r} stopped: cannot resume: rank 1: --resume {tmp_path / 'missing.pt'}" in out, out[
+            -3000:
+        ]
+
+
+def test_ranks_resuming_from_different_checkpoints_are_refused(monkeypatch):
+    """What every rank raises when the checkpoints the ranks read differ (the gather is faked)."""
+    import fusion3d.engine.distributed as d
+
+    a, b = (2, 0, 12, "ab" * 20), (2, 3, 15, "cd" * 20)
+    monkeypatch.setattr(d, "gather_objects", lambda v, w: [(a, None), v])
+    d.agree_on_resume(a, None, 0, 2)  # the same checkpoint everywhere
+    with pytest.raises(
+        FusionError,
+        match=r"different checkpoints \(rank 0: epoch 2, batch 0, step 12.*rank 1: epoch 2, batch 3",
+    ):
+        d.agree_on_resume(b, None, 1, 2)
+    with pytest.raises(FusionError, match=r"rank 1: no checkpoint \(a fresh start\)"):
+        d.agree_on_resume(None, None, 1, 2)

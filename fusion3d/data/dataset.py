@@ -199,9 +199,11 @@ class TrainClips(Dataset):
     def __len__(self) -> int:
         return len(self.table)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int | tuple[int, int]) -> dict:
+        """Item ``i`` in the current epoch, or ``(epoch, i)``: item ``i`` in that epoch (``EpochSampler``)."""
+        epoch, i = (int(i[0]), int(i[1])) if isinstance(i, (tuple, list)) else (self.epoch, int(i))
         cfg, table = self.cfg, self.table
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+        rng = np.random.default_rng([self.seed, epoch, i])
         failed: list[str] = []
         j = i
         for _ in range(self.max_retries + 1):
@@ -292,10 +294,18 @@ def make_loader(
     drop_last: bool = False,
     sampler=None,
     collate_fn=None,
+    pin_memory: bool = False,
+    persistent_workers: bool = False,
+    prefetch_factor: int | None = None,
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader with seeded shuffling and seeded workers (one decode thread per worker)."""
+    """A DataLoader with seeded shuffling and seeded workers (one decode thread per worker).
+
+    ``persistent_workers`` and ``prefetch_factor`` apply only with workers (``num_workers > 0``)."""
     g = torch.Generator()
     g.manual_seed(seed)
+    extra = {}
+    if num_workers > 0 and prefetch_factor is not None:
+        extra["prefetch_factor"] = prefetch_factor
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
@@ -305,7 +315,8 @@ def make_loader(
         drop_last=drop_last,
         generator=g,
         worker_init_fn=worker_init,
-        persistent_workers=False,
-        pin_memory=False,
+        persistent_workers=persistent_workers and num_workers > 0,
+        pin_memory=pin_memory,
         collate_fn=collate_fn,
+        **extra,
     )

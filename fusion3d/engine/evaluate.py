@@ -48,12 +48,13 @@ def split_batch(batch: Any) -> tuple[torch.Tensor, Any, Any]:
 
 @torch.no_grad()
 def predict(
-    model: torch.nn.Module, loader, device: torch.device
+    model: torch.nn.Module, loader, device: torch.device, gather=None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Softmax probabilities, labels and video ids of every view the loader yields (model in eval mode).
 
     Batches are dicts or ``(clip, label[, video])`` tuples (``split_batch``); a batch without video
-    ids numbers its clips on from the clips seen so far, so each is a video of its own."""
+    ids numbers its clips on from the clips seen so far, so each is a video of its own. ``gather``
+    (sharded validation): maps this process's three tensors to those of every process."""
     was_training = model.training
     model.eval()
     probs, labels, videos = [], [], []
@@ -68,7 +69,14 @@ def predict(
         videos.append(torch.arange(seen, seen + len(logits)) if video is None else torch.as_tensor(video))
         seen += len(logits)
     model.train(was_training)
-    return torch.cat(probs), torch.cat(labels), torch.cat(videos)
+    if not probs:  # an empty shard: (0,)-shaped tensors, which torch.cat skips when gathering
+        probs, labels, videos = (
+            [torch.empty(0)],
+            [torch.empty(0, dtype=torch.long)],
+            [torch.empty(0, dtype=torch.long)],
+        )
+    out = torch.cat(probs), torch.cat(labels), torch.cat(videos)
+    return out if gather is None else gather(out)
 
 
 def video_scores(probs: torch.Tensor, labels: torch.Tensor, videos: torch.Tensor) -> Scores:
@@ -90,7 +98,7 @@ def video_scores(probs: torch.Tensor, labels: torch.Tensor, videos: torch.Tensor
 
 
 def posterior_predictive(
-    model, loader, device, num_strategies: int, generator: torch.Generator
+    model, loader, device, num_strategies: int, generator: torch.Generator, gather=None
 ) -> tuple[Scores, np.ndarray]:
     """Softmax averaged over ``num_strategies`` hard-sampled strategies (template in hard mode).
 
@@ -102,7 +110,7 @@ def posterior_predictive(
     try:
         for _ in range(num_strategies):
             model.apply_strategy(model.sample_strategy(generator))
-            probs, labels, videos = predict(model, loader, device)
+            probs, labels, videos = predict(model, loader, device, gather)
             single.append(video_scores(probs, labels, videos).top1)
             total = probs if total is None else total + probs
     finally:

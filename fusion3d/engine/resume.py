@@ -26,7 +26,14 @@ SAFE_RESUME_KEYS = frozenset(
         "run.out",
         "run.device",
         "run.threads",
+        "run.dist_timeout_s",
         "data.num_workers",
+        "data.pin_memory",
+        "data.persistent_workers",
+        "data.prefetch_factor",
+        "train.channels_last",
+        "train.cudnn_benchmark",
+        "train.checkpoint_every_steps",
         "data.cache_dir",
     }
 )

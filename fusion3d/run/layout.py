@@ -171,6 +171,10 @@ class RunDir(_Folder):
     def tensorboard_dir(self) -> Path:
         return self.path / "tensorboard"
 
+    def shared_probe(self) -> Path:
+        """The file rank 0 writes at start-up so that every rank can show it sees run.out (torchrun)."""
+        return self.path / ".shared_probe"
+
     def weights_rank(self, rank: int) -> Path:
         """sha1 of the weights rank ``rank`` ended with (multi-process training)."""
         return self.path / f"weights_rank{rank}.sha1"
