@@ -89,6 +89,11 @@ class TrainConfig:
 
     batch_size: int = _f(8, "clips per optimisation step (per process under torchrun)")
     warmup_epochs: int = _f(12, "epochs with every path on (gates off) before v-DropPath")
+    warmup_sampling: Literal["full", "uniform", "fair"] = _f(
+        "full",
+        "what a warm-up step trains: full (every path on; the paper), uniform (one sub-network per step, "
+        "each slot's unit S/ST/S+ST/none drawn uniformly) or fair (every unit of every slot equally often)",
+    )
     epochs: int = _f(8, "epochs of the v-DropPath phase (0: plain training only)")
     optimizer: Literal["sgd", "adamw"] = _f(
         "sgd", "sgd (momentum; the paper's) or adamw (faster on tiny CPU presets)"
@@ -108,6 +113,12 @@ class TrainConfig:
     )
     reg_form: Literal["code", "paper"] = _f(
         "code", "regulariser coefficient: k/N (original code) or k^2/(2N) (paper text)"
+    )
+    k_auto: float = _f(
+        0.0,
+        "when > 0: k is calibrated at the start of v-DropPath so that the regulariser pulls the drop logits "
+        "this many times as hard as the classification loss (measured on 8 batches); train.k is then unused "
+        "and the k chosen is in summary.json (0: use train.k)",
     )
     eval_samples: int = _f(8, "K: hard-sampled strategies averaged for posterior-predictive validation")
     eval_every: int = _f(1, "validate every this many epochs (and after the last)")
@@ -368,7 +379,12 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(
             "config keys 'train.warmup_epochs' and 'train.epochs' must be >= 0 with a positive sum"
         )
-    for key, v, low in (("train.lr", t.lr, None), ("train.logit_lr", t.logit_lr, 0), ("train.k", t.k, 0)):
+    for key, v, low in (
+        ("train.lr", t.lr, None),
+        ("train.logit_lr", t.logit_lr, 0),
+        ("train.k", t.k, 0),
+        ("train.k_auto", t.k_auto, 0),
+    ):
         if (low is None and v <= 0) or (low is not None and v < low):
             raise ConfigError(f"config key '{key}' must be {'> 0' if low is None else '>= 0'}, got {v}")
     if t.grad_clip < 0 or t.weight_decay < 0:

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "fusion3d"
 SHIPPED = {
     "kinetics400",
+    "paper_exact",
     "ssv1",
     "ssv2",
     "synth_appearance",
@@ -110,7 +111,7 @@ def test_config_names_resolve_to_the_shipped_files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ucf101.yaml").write_text("model:\n  name: tiny\n")
     assert config_path("ucf101.yaml") == Path("ucf101.yaml")  # an existing file wins over the name
-    with pytest.raises(ConfigError, match="shipped configs: kinetics400, ssv1"):
+    with pytest.raises(ConfigError, match="shipped configs: kinetics400, paper_exact, ssv1"):
         config_path("ucf102")
     with pytest.raises(ConfigError, match="pass the name ssv2 instead"):
         config_path("configs/ssv2.yaml")  # no such file here: the hint names the shipped config

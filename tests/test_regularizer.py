@@ -85,3 +85,19 @@ def test_template_regularizer_reaches_logits_and_weights():
     for lg, w in pairs:
         assert lg.grad is not None and lg.grad.item() < 0  # the weight term pushes p up
         assert w.grad is not None and w.grad.abs().sum() > 0
+
+
+def test_calibrated_k_solves_for_the_pull_ratio_in_both_forms():
+    from fusion3d.models.regularizer import calibrated_k, weight_term_pull
+
+    # code form: pull(k) = k * unit -> k = fraction * ce / unit
+    assert calibrated_k(0.3, 0.01, 0.5, "code") == pytest.approx(15.0)
+    # paper form: pull(k) = k^2 / 2 * unit -> k = sqrt(2 * fraction * ce / unit)
+    assert calibrated_k(0.3, 0.01, 0.5, "paper") == pytest.approx(30.0**0.5)
+    with pytest.raises(ValueError):
+        calibrated_k(0.0, 0.01, 0.5)
+    # the unit pull is the logit-gradient magnitude of the weight term at coefficient 1 / N
+    logits = torch.tensor([0.3, -1.2], requires_grad=True)
+    norms = torch.tensor([2.0, 5.0])
+    (torch.sigmoid(-logits) * norms / 7).sum().backward()
+    assert torch.allclose(weight_term_pull(logits.detach(), norms, 7), logits.grad.abs())

@@ -247,3 +247,46 @@ def test_ranks_resuming_from_different_checkpoints_are_refused(monkeypatch):
         d.agree_on_resume(b, None, 1, 2)
     with pytest.raises(FusionError, match=r"rank 1: no checkpoint \(a fresh start\)"):
         d.agree_on_resume(None, None, 1, 2)
+
+
+def test_single_path_draws_are_fair_uniform_and_reproducible():
+    from collections import Counter
+
+    from fusion3d.models.strategy import single_path_strategy
+    from fusion3d.models.units import UNITS
+
+    fair = Counter()
+    for step in range(4 * 25):  # 25 blocks of 4 steps: every unit of every slot exactly once per block
+        fair.update(enumerate(single_path_strategy(6, step, seed=3, fair=True)))
+        if step % 4 == 3:
+            assert set(fair.values()) == {step // 4 + 1}
+    assert len(fair) == 6 * len(UNITS)
+    uniform = Counter(u for step in range(2000) for u in single_path_strategy(6, step, seed=3))
+    assert all(abs(uniform[u] / 12000 - 0.25) < 0.02 for u in UNITS)  # 12000 draws: sd of a share ~0.004
+    assert single_path_strategy(6, 17, seed=3) == single_path_strategy(6, 17, seed=3)
+    assert single_path_strategy(6, 17, seed=3) != single_path_strategy(6, 17, seed=4)
+
+
+def test_single_path_warmup_trains_sub_networks_and_validates_the_full_template(tiny_motion, tmp_path):
+    over = tiny_overrides(tiny_motion, tmp_path, **{"train.warmup_sampling": "fair", "train.epochs": 1})
+    summary = train(load_config(None, over))
+    full = train(load_config(None, tiny_overrides(tiny_motion, tmp_path / "full", **{"train.epochs": 1})))
+    assert summary["complete"] and summary["weights_sha1"] != full["weights_sha1"]
+    epochs = [r for r in _records(tmp_path / "run") if r["kind"] == "epoch"]
+    assert epochs[0]["phase"] == "warmup" and epochs[0]["val_measure"] == "template, every path on"
+    assert "posterior predictive" in epochs[1]["val_measure"]  # v-DropPath follows as usual
+
+
+def test_k_auto_measures_k_once_and_a_resumed_run_keeps_it(tiny_motion, tmp_path):
+    over = tiny_overrides(tiny_motion, tmp_path, **{"train.k_auto": 0.5, "train.epochs": 2})
+    ref = train(load_config(None, over))
+    c = ref["k_calibration"]
+    assert ref["k"] == c["k"] > 0 and c["batches"] >= 1
+    from fusion3d.models.regularizer import calibrated_k
+
+    assert c["k"] == pytest.approx(calibrated_k(c["ce_pull"], c["unit_pull"], 0.5))
+    # stopped after the first v-DropPath epoch, then resumed: the same k and the same weights
+    shutil.rmtree(tmp_path / "run")
+    train(load_config(None, over), max_epochs=2)
+    resumed = train(load_config(None, over), resume="auto")
+    assert resumed["k"] == ref["k"] and resumed["weights_sha1"] == ref["weights_sha1"]

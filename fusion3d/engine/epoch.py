@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from fusion3d.analysis.marginals import drop_summary
 from fusion3d.engine.guards import finite, grad_norm
 from fusion3d.models.regularizer import template_regularizer
+from fusion3d.models.strategy import single_path_strategy
 
 # ----------------------------------------------------------------------------- schedules
 
@@ -137,13 +138,19 @@ def train_epoch(
         )
         for g, base in zip(optimizer.param_groups, ctx["base_lrs"]):
             g["lr"] = base * loop.factor
+        if phase == "warmup" and t_cfg.warmup_sampling != "full":  # single-path: one sub-network per step
+            model.apply_strategy(
+                single_path_strategy(
+                    model.num_slots, loop.step, ctx["seed"], fair=t_cfg.warmup_sampling == "fair"
+                )
+            )
         x = prec.prepare_input(batch["clip"].to(device, non_blocking=True))
         y = torch.as_tensor(batch["label"]).to(device, non_blocking=True)
         with prec.autocast():
             out = net(x)
         ce = F.cross_entropy(out.float(), y)  # fp32 logits: a no-op in fp32
         reg = (  # outside autocast: the regulariser stays fp32
-            template_regularizer(model, t_cfg.k, ctx["n_train"], t_cfg.reg_form)
+            template_regularizer(model, ctx["k"], ctx["n_train"], t_cfg.reg_form)
             if phase == "vdroppath"
             else ce.new_zeros(())
         )
@@ -201,6 +208,8 @@ def train_epoch(
             ctx["save_mid"](epoch, b + 1, sums)
     if bar is not None:
         bar.close()
+    if phase == "warmup" and t_cfg.warmup_sampling != "full":
+        model.apply_strategy(None)  # back to every path on (validation measures the full template)
     return sums
 
 

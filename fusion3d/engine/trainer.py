@@ -68,6 +68,7 @@ from fusion3d.engine.epoch import (
 )
 from fusion3d.engine.evaluate import posterior_predictive, predict, video_scores
 from fusion3d.engine.guards import diverged
+from fusion3d.engine.kcalibration import measure_k
 from fusion3d.engine.metrics import MetricsLog
 from fusion3d.engine.precision import Precision
 from fusion3d.engine.resume import restore_config, resume_path
@@ -191,6 +192,23 @@ def _wrap_for_phase(ctx: dict, phase: str) -> None:
         find_unused_parameters=find_unused,
     )
     ctx["find_unused"] = find_unused
+
+
+def _calibrate_k(ctx: dict, state: dict | None, epoch: int, is_main: bool) -> None:
+    """``train.k_auto``: the k of this run, measured once at the first v-DropPath epoch (a resumed run
+    takes the one in its checkpoint)."""
+    if ctx["k_calibration"] is None and state is not None and state.get("k_calibration"):
+        ctx["k_calibration"] = state["k_calibration"]
+    if ctx["k_calibration"] is None:
+        ctx["k_calibration"] = measure_k(ctx, epoch)
+        if is_main:
+            c = ctx["k_calibration"]
+            print(
+                f"train.k_auto={ctx['t_cfg'].k_auto}: k = {c['k']:.4g} (classification pull {c['ce_pull']:.3g} "
+                f"per logit, regulariser {c['unit_pull']:.3g} per unit of k, {c['batches']} batches)",
+                flush=True,
+            )
+    ctx["k"] = ctx["k_calibration"]["k"]
 
 
 def _resume_identity(state: dict | None):
@@ -394,6 +412,7 @@ def _train(cfg, resume, init, max_epochs, overwrite, explicit, held: ExitStack) 
                 "sums": sums,
                 "step": loop.step,
                 "rng": rng_state(),
+                "k_calibration": ctx.get("k_calibration"),
                 "config": to_dict(cfg),
                 "failed_videos": sorted(loop.failed_seen),
                 "num_classes": num_classes,
@@ -419,6 +438,8 @@ def _train(cfg, resume, init, max_epochs, overwrite, explicit, held: ExitStack) 
         "loader": loader,
         "sampler": sampler,
         "seed": seed,
+        "k": t_cfg.k,
+        "k_calibration": None,
         "steps_per_epoch": max(1, (len(train_ds) // world) // t_cfg.batch_size),
         "n_train": n_train,
         "total_epochs": total_epochs,
@@ -435,6 +456,8 @@ def _train(cfg, resume, init, max_epochs, overwrite, explicit, held: ExitStack) 
     for epoch in range(start_epoch, end_epoch):
         phase, e_in_phase, phase_epochs = set_phase(model, t_cfg, epoch, fixed, total_epochs)
         _wrap_for_phase(ctx, phase)
+        if phase == "vdroppath" and t_cfg.k_auto > 0:
+            _calibrate_k(ctx, state, epoch, is_main)
         first = epoch == start_epoch
         sums = train_epoch(
             ctx,
@@ -474,6 +497,7 @@ def _train(cfg, resume, init, max_epochs, overwrite, explicit, held: ExitStack) 
         "total_epochs": total_epochs,
         "steps": loop.step,
         "weights_sha1": weights_digest(model),
+        **({"k": ctx["k"], "k_calibration": ctx["k_calibration"]} if ctx["k_calibration"] else {}),
         "drop_probs": model.drop_probs().detach().cpu().tolist(),
         "slot_names": list(model.slot_names),
         **depth_record(model),

@@ -81,3 +81,27 @@ def template_regularizer(model, k: float, n: int, form: str = "code") -> torch.T
         d_logits = torch.stack([lg for lg, _ in depth])
         reg = reg + vdroppath_regularizer(d_logits, depth_sq_norms(depth).to(d_logits.dtype), k, n, form)
     return reg
+
+
+def weight_term_pull(logits: torch.Tensor, weight_sq_norms: torch.Tensor, n: int) -> torch.Tensor:
+    """Per path, the magnitude of d/d(logit) of the weight term at coefficient 1 / N: the pull of the
+    regulariser on each drop logit per unit of ``coef * N`` (``||W||^2 p (1 - p) / N``)."""
+    p, q = torch.sigmoid(logits), torch.sigmoid(-logits)
+    return weight_sq_norms * p * q / n
+
+
+def calibrated_k(ce_pull: float, unit_pull: float, fraction: float, form: str = "code") -> float:
+    """The k whose regulariser pulls the drop logits ``fraction`` times as hard as the classification
+    loss does: ``pull(k) = fraction * ce_pull`` with ``pull(k) = (coef(k) * N) * unit_pull``, i.e.
+    ``k = fraction * ce_pull / unit_pull`` for the code's k / N and
+    ``k = sqrt(2 * fraction * ce_pull / unit_pull)`` for the paper's k^2 / (2N)."""
+    if ce_pull <= 0 or unit_pull <= 0 or fraction <= 0:
+        raise ValueError(
+            f"k calibration needs positive pulls and fraction, got ce {ce_pull}, unit {unit_pull}, fraction {fraction}"
+        )
+    ratio = fraction * ce_pull / unit_pull
+    if form == "code":
+        return float(ratio)
+    if form == "paper":
+        return float((2.0 * ratio) ** 0.5)
+    raise ValueError(f"regulariser form must be 'code' or 'paper', got {form!r}")

@@ -18,6 +18,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fusion3d.models.units import FULL_UNIT, KEEP_TO_UNIT, UNIT_TO_KEEP, UNITS, unit_from_keep
 from fusion3d.utils import atomic_write_text
 
@@ -236,3 +238,22 @@ def strategy_or_full(value: StrategySpec | None, num_slots: int) -> Strategy:
     """``as_strategy``, with ``None`` meaning the full network (``full_strategy``): the convention of
     ``count_macs`` / ``count_params`` / ``macs_breakdown`` / ``trace_costs`` and of ``rf_graph``."""
     return full_strategy(num_slots) if value is None else as_strategy(value, num_slots)
+
+
+def single_path_strategy(num_slots: int, step: int, seed: int, fair: bool = False) -> Strategy:
+    """The sub-network one single-path training step trains (``train.warmup_sampling``).
+
+    ``fair=False`` ("uniform", single-path one-shot style): each slot's unit is drawn uniformly from
+    ``UNITS``, independently per step. ``fair=True`` (FairNAS style): steps go in blocks of
+    ``len(UNITS)``; in each block every slot visits every unit exactly once, in its own random order,
+    so every unit of every slot is trained equally often. Depends only on (seed, step): a resumed run
+    draws what an uninterrupted one would.
+    """
+    n = len(UNITS)
+    if fair:
+        rng = np.random.default_rng([int(seed), int(step) // n, 1])
+        picks = [int(rng.permutation(n)[int(step) % n]) for _ in range(num_slots)]
+    else:
+        rng = np.random.default_rng([int(seed), int(step), 0])
+        picks = [int(i) for i in rng.integers(0, n, size=num_slots)]
+    return Strategy(tuple(UNITS[i] for i in picks))

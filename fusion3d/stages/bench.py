@@ -280,6 +280,10 @@ def _maybe_finish_table(spec: catalog.BenchSpec, bdir: BenchDir, rows: list[dict
             "seeds": spec.seeds,
             "train_seconds_total": round(float(table["seconds"].sum()), 1),
             "commands": [i["command"] for i in info.get("invocations", [])],
+            "invocations": [  # where each part was trained (a table may mix machines; the recipe is one)
+                {k: i[k] for k in ("command", "device", "rows", "wall_seconds", "note") if k in i}
+                for i in info.get("invocations", [])
+            ],
             "wall_seconds_total": round(
                 sum(i.get("wall_seconds", 0.0) for i in info.get("invocations", [])), 1
             ),
