@@ -28,6 +28,7 @@ SAFE_RESUME_KEYS = frozenset(
         "run.threads",
         "data.num_workers",
         "data.cache_dir",
+        "data.cache_compression",  # how the evaluation clips are stored, not which ones (exact round trip)
     }
 )
 

@@ -132,7 +132,7 @@ def _validation_set(d_cfg, t_cfg, seed: int, progress: bool = True) -> _Validati
     loader = make_loader(
         cache.dataset(d_cfg.mean, d_cfg.std),
         batch_size=max(2 * t_cfg.batch_size, 16),
-        num_workers=0,
+        num_workers=cache.read_workers(d_cfg.num_workers),
         shuffle=False,
         seed=seed,
     )
