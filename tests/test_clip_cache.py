@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
 import shutil
+import sys
 from collections import namedtuple
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,3 +156,37 @@ def test_cache_compression_is_checked_by_name():
     cfg.data.cache_compression = "gzip"  # set in Python, past the YAML type check
     with pytest.raises(ConfigError, match="'data.cache_compression': 'gzip'"):
         check_config(cfg)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _guide():
+    spec = importlib.util.spec_from_file_location("resource_guide", ROOT / "benchmarks" / "resource_guide.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_cache_table_per_official_dataset_is_the_closed_form_and_the_docs_show_it():
+    guide = _guide()
+    rows = {(name, label.split(" (")[0]): (n, per, size) for name, label, n, per, size in guide.cache_table()}
+    view = 16 * 224 * 224 * 3
+    assert rows["UCF101 split 1", "validation"] == (3783, 1, 3783 * view)
+    assert rows["Kinetics-400", "validation"] == (19881, 1, 19881 * view)
+    assert rows["Something-Something V1", "validation"] == (11522, 1, 11522 * view)
+    assert rows["Something-Something V2", "final numbers"] == (24777, 6, 24777 * 6 * view)  # the 358 GB line
+    assert rows["Something-Something V2", "selection split"][0] == round(0.05 * 168913)
+    doc = (ROOT / "docs" / "resources.md").read_text()
+    for name, label, n, per, size in guide.cache_table():
+        assert f"| {name} | {label} | {n:,} | {per} | {format_bytes(size)} |" in doc, (name, label)
+
+
+def test_the_guide_counts_validations_like_the_trainer():
+    guide = _guide()
+    assert guide.validations(140, 4) == 35  # epochs 4, 8, ..., 140
+    assert guide.validations(140, 4, 0, 50) == 12  # warm-up: epochs 4 ... 48
+    assert guide.validations(10, 4) == 3  # 4, 8 and the last
+    mem = {"weights": 10, "state": 20, "train_peak_b1": 120, "infer_peak_b1": 7}
+    assert guide.train_memory(mem, 4) == 10 + 20 + 4 * 100 and guide.infer_memory(mem, 16) == 10 + 16 * 7
