@@ -60,8 +60,8 @@ DATASETS = (
         240_000,
         19881,
         (10, 3),
-        "assumed: 240,000 train and 19,881 val clips on disk (the official lists are slightly longer; "
-        "copies lose videos that left YouTube)",
+        "assumed: a copy on disk with about 240,000 clips of train.csv and 19,881 of validate.csv; the "
+        "official lists are slightly longer, and copies lose videos that left YouTube",
     ),
     Dataset("Something-Something V1", "ssv1", 174, 86017, 11522, (2, 3), "official train / validation"),
     Dataset("Something-Something V2", "ssv2", 174, 168913, 24777, (2, 3), "official train / validation"),
@@ -353,6 +353,10 @@ def _gb(n: float) -> str:
     return format_bytes(n)
 
 
+def _h(hours: float) -> str:
+    return f"{hours:,.0f}" if hours >= 10 else f"{hours:.1f}"
+
+
 def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
@@ -380,8 +384,8 @@ def print_guide(rates: Rates, mem: dict, gpus: int, preset: str) -> None:
         total = r["train_h"] + r["val_h"] + r["sample_h"] + r["retrain_h"]
         fv = "x".join(map(str, r["dataset"].final_views))
         print(
-            f"| {r['dataset'].name} | {r['train_h']:,.0f} | {r['val_h']:,.0f} | {r['sample_h']:,.0f} | "
-            f"{r['retrain_h']:,.0f} (validated on {fv} views) | {total:,.0f} |"
+            f"| {r['dataset'].name} | {_h(r['train_h'])} | {_h(r['val_h'])} | {_h(r['sample_h'])} | "
+            f"{_h(r['retrain_h'])} (validated on {fv} views) | {_h(total)} |"
         )
     print()
     print("Memory per GPU and disk:")
@@ -487,7 +491,9 @@ def main(argv=None) -> int:
         macs = count_macs(build_model(ModelConfig(name=args.preset), 174), CLIP)
     measured = json.loads(Path(args.measured).read_text()) if args.measured else None
     if measured and (measured["preset"], measured["clip"]) != (args.preset, list(CLIP)):
-        raise SystemExit(f"{args.measured} measured {measured['preset']} on {measured['clip']}, not {args.preset}")
+        raise SystemExit(
+            f"{args.measured} measured {measured['preset']} on {measured['clip']}, not {args.preset}"
+        )
     rates = Rates(macs, args.train_tflops, args.infer_tflops, measured)
     print_guide(rates, traced_memory(args.preset, CLIP), args.gpus, args.preset)
     print()
