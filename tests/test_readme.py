@@ -116,12 +116,30 @@ def test_config_error_is_reported_with_the_key_and_exit_code_2(capsys):
         ),
         ("bench_decode.py", ["--skip-real", "--seconds", "0.2", "--videos-per-class", "2"]),
         ("bench_sample.py", ["--num", "1", "--repeats", "1", "--threads", "1"]),
+        (
+            "bench_cache.py",
+            [
+                "--synthetic",
+                "--short-side",
+                "64",
+                "--crop-size",
+                "56",
+                "--clip-len",
+                "4",
+                "--clips",
+                "1",
+                "--crops",
+                "1",
+            ],
+        ),
     ],
 )
 def test_benchmark_scripts_run(script, args, tmp_path):
-    extra = {"bench_decode.py": ["--cache", str(tmp_path)], "bench_sample.py": ["--work", str(tmp_path)]}.get(
-        script, []
-    )
+    extra = {
+        "bench_decode.py": ["--cache", str(tmp_path)],
+        "bench_cache.py": ["--cache", str(tmp_path)],
+        "bench_sample.py": ["--work", str(tmp_path)],
+    }.get(script, [])
     res = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), *args, *extra],
         capture_output=True,

@@ -35,6 +35,7 @@ SAFE_RESUME_KEYS = frozenset(
         "train.cudnn_benchmark",
         "train.checkpoint_every_steps",
         "data.cache_dir",
+        "data.cache_compression",  # how the evaluation clips are stored, not which ones (exact round trip)
     }
 )
 

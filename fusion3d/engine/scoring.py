@@ -60,7 +60,7 @@ class StrategyScorer:
         self.selection = make_loader(
             sel_cache.dataset(d_cfg.mean, d_cfg.std),
             batch_size=self.eval_batch_size,
-            num_workers=0,
+            num_workers=sel_cache.read_workers(d_cfg.num_workers),
             shuffle=False,
             seed=cfg.run.seed,
         )

@@ -140,7 +140,11 @@ def _validation_set(
     if world > 1:
         dataset = torch.utils.data.Subset(dataset, list(shard_range(len(dataset), rank, world)))
     loader = make_loader(
-        dataset, batch_size=max(2 * t_cfg.batch_size, 16), num_workers=0, shuffle=False, seed=seed
+        dataset,
+        batch_size=max(2 * t_cfg.batch_size, 16),
+        num_workers=cache.read_workers(d_cfg.num_workers),
+        shuffle=False,
+        seed=seed,
     )
     views = (
         f"{d_cfg.eval_subset} subset, {d_cfg.test_clips} clip(s) x {d_cfg.test_crops} crop(s) per video, "

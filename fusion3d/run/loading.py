@@ -102,11 +102,11 @@ def recal_loader(cfg, fit, recal_clips: int | None = None, progress: bool = Fals
             "no fit videos for BatchNorm recalibration (recal_clips = 0?); pass recalibrate=False"
         )
     recal_cfg = dataclasses.replace(cfg.data, test_clips=1, test_crops=1)
-    ds = build_clip_cache(fit.subset(positions), recal_cfg, progress=progress).dataset(
-        cfg.data.mean, cfg.data.std
-    )
+    cache = build_clip_cache(fit.subset(positions), recal_cfg, progress=progress)
+    ds = cache.dataset(cfg.data.mean, cfg.data.std)
+    workers = cache.read_workers(cfg.data.num_workers)
     return make_loader(
-        ds, batch_size=cfg.train.batch_size, num_workers=0, shuffle=False, seed=cfg.run.seed
+        ds, batch_size=cfg.train.batch_size, num_workers=workers, shuffle=False, seed=cfg.run.seed
     ), len(ds)
 
 
