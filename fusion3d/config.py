@@ -149,6 +149,11 @@ class RunConfig:
 
     out: str = _f("runs/default", "run directory (created; holds config.yaml, checkpoints, metrics, results)")
     seed: int = _f(0, "seed for python, numpy, torch and every data-loader worker")
+    seeds: int = _f(
+        1,
+        "train K templates with seeds run.seed .. run.seed+K-1 whose marginals and scores are combined "
+        "(K > 1: one sub-run per seed, run.out/seed<i>/)",
+    )
     device: str = _f("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:N")
     threads: int = _f(
         0, "CPU threads for torch ops (0: torch's default; 1 is fastest on a busy 2-core machine)"
@@ -362,6 +367,8 @@ def check_config(cfg: Config) -> None:
     r = cfg.run
     if r.seed < 0:
         raise ConfigError(f"config key 'run.seed' must be >= 0, got {r.seed}")
+    if r.seeds < 1:
+        raise ConfigError(f"config key 'run.seeds' must be at least 1 (1: one template), got {r.seeds}")
     if r.threads < 0:
         raise ConfigError(f"config key 'run.threads' must be >= 0 (0: torch's default), got {r.threads}")
     if not r.out.strip():

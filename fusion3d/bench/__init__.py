@@ -18,6 +18,7 @@ import yaml
 
 SPECS_DIR = Path(__file__).parent / "specs"
 TABLES_DIR = Path(__file__).parent / "tables"
+RELIABILITY_FILE = Path(__file__).parent / "reliability.json"
 
 
 @dataclass(frozen=True)
@@ -94,3 +95,71 @@ def load_table(name: str | Path) -> tuple[pd.DataFrame, dict]:
     csv, meta = table_paths(name)
     df = pd.read_csv(csv, dtype={"id": str, "strategy": str, "design": str})
     return df, (json.loads(meta.read_text()) if meta.is_file() else {"name": csv.stem})
+
+
+# ----------------------------------------------------------------------------- reliability.json
+#
+# What the shipped benchmark measured about the method itself: how far template scores agree with
+# stand-alone training, per ground-truth table. The report's "How far to trust these scores" reads it.
+# Schema (version 1):
+#   {"schema": 1,
+#    "placeholder": bool,              # true: provisional numbers, to be overwritten by the final study
+#    "what": str,                      # what tau compares (the template's scores vs stand-alone training)
+#    "template": str,                  # the template settings measured
+#    "source": str,                    # the script / command that produced the numbers
+#    "measured": "YYYY-MM-DD",
+#    "tables": {NAME: {"kendall_tau_after": float,     # mean over template seeds
+#                      "per_seed": [float, ...],        # one tau per template seed
+#                      "interval": [low, high],         # across template seeds
+#                      "interval_kind": str,            # e.g. "min-max over template seeds"
+#                      "template_seeds": int,
+#                      "baselines": {NAME: float},      # tau of training-free predictors (macs, ...)
+#                      "noise_ceiling": float}}}        # tau between two halves of the table's seeds
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_reliability(data: dict, where: str = "reliability.json") -> dict:
+    """``data`` if it follows the schema above, else a ValueError naming what is wrong."""
+    if not isinstance(data, dict) or data.get("schema") != 1:
+        raise ValueError(f"{where}: expected a JSON object with schema 1")
+    for key in ("what", "source", "measured"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise ValueError(f"{where}: {key!r} must be a non-empty string")
+    tables = data.get("tables")
+    if not isinstance(tables, dict) or not tables:
+        raise ValueError(f"{where}: 'tables' must map table names to their measurements")
+    for name, t in tables.items():
+        if not isinstance(t, dict):
+            raise ValueError(f"{where}: table {name!r} must be an object")
+        for key in ("kendall_tau_after", "noise_ceiling"):
+            if not _number(t.get(key)):
+                raise ValueError(f"{where}: table {name!r}: {key!r} must be a number")
+        per_seed, interval = t.get("per_seed", []), t.get("interval")
+        if not isinstance(per_seed, list) or not all(_number(v) for v in per_seed):
+            raise ValueError(f"{where}: table {name!r}: 'per_seed' must be a list of numbers")
+        if interval is not None and not (
+            isinstance(interval, list) and len(interval) == 2 and all(_number(v) for v in interval)
+        ):
+            raise ValueError(f"{where}: table {name!r}: 'interval' must be [low, high]")
+        if not _number(t.get("template_seeds", 0)):
+            raise ValueError(f"{where}: table {name!r}: 'template_seeds' must be a number")
+        baselines = t.get("baselines", {})
+        if not isinstance(baselines, dict) or not all(_number(v) for v in baselines.values()):
+            raise ValueError(f"{where}: table {name!r}: 'baselines' must map names to numbers")
+    return data
+
+
+def load_reliability(path: str | Path | None = None) -> dict:
+    """The measured agreement of template scores with stand-alone training (``reliability.json``
+    shipped with the package, or ``path``), checked against its schema."""
+    path = Path(path) if path is not None else RELIABILITY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no reliability file {path}")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    return check_reliability(data, str(path))

@@ -39,6 +39,7 @@ class StrategyScorer:
         progress: bool = False,
         sharded: bool = False,
     ):
+        self.run_dir = Path(run_dir)
         self.state, self.cfg, self.model = load_run(run_dir)
         cfg, d_cfg = self.cfg, self.cfg.data
         if cfg.run.threads > 0:

@@ -17,6 +17,7 @@ from fusion3d.report.sections_run import (
     _section_header,
     _section_training,
 )
+from fusion3d.report.sections_trust import section_seeds, section_trust
 from fusion3d.run.io import RunData
 from fusion3d.run.layout import RunDir
 
@@ -26,11 +27,11 @@ def run_document(run: RunData) -> Document:
     sections = [summary, _section_config(run), _section_training(run)]
     if run.is_fixed:
         return Document(f"fusion3d report: {run.name}", meta, sections)
-    sections += [_section_drop_probs(run), _section_marginals(run)]
+    sections += [_section_drop_probs(run), _section_marginals(run), section_seeds(run)]
     depth = _section_depth(run)
     if depth is not None:
         sections.append(depth)
-    sections += [_section_sampling(run), _section_table2(run), _section_validate(run)]
+    sections += [_section_sampling(run), section_trust(run), _section_table2(run), _section_validate(run)]
     bench = section_bench(run)
     if bench is not None:
         sections.append(bench)

@@ -19,8 +19,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from fusion3d.errors import FusionError
 from fusion3d.models.units import CANONICAL_SOURCES
 from fusion3d.run.layout import FILES, RUN_MARKERS, RunDir
+from fusion3d.run.seeds import seed_dirs
 from fusion3d.run.strategies import STRING_COLUMNS
 
 # Columns read as strings (strategy strings and ids look like numbers to pandas).
@@ -138,6 +140,42 @@ class RunData:
             v = read_json(p, self.problems)
             if isinstance(v, dict):
                 self.derived.append((p, v))
+        self._read_seed_runs()
+
+    def _read_seed_runs(self) -> None:
+        """A run of several template seeds (``run.seeds > 1``): ``seed_runs`` holds each seed run's data;
+        without training records of its own, the run shows the first seed's (``metrics``) and a summary
+        whose drop probabilities are the mean over the seeds."""
+        self.seed_runs: list[RunData] = []
+        try:
+            dirs = seed_dirs(self.dir)
+        except FusionError as e:
+            self.problems.append(str(e))
+            dirs = []
+        for d in dirs:
+            try:
+                self.seed_runs.append(RunData(d))
+            except FileNotFoundError:
+                self.problems.append(f"seed run {d.name} has not been trained yet")
+        if not self.seed_runs or self.summary is not None or self.metrics is not None:
+            return
+        first = self.seed_runs[0]
+        self.metrics, self.start, self.epochs, self.steps = (
+            first.metrics,
+            first.start,
+            first.epochs,
+            first.steps,
+        )
+        summaries = [r.summary for r in self.seed_runs if r.summary]
+        if first.summary:
+            self.summary = dict(first.summary)
+            self.summary["complete"] = len(summaries) == len(dirs) and all(
+                x.get("complete") for x in summaries
+            )
+            for key in ("drop_probs", "depth_drop_probs"):
+                tables = [x.get(key) for x in summaries]
+                if all(t is not None for t in tables) and tables:
+                    self.summary[key] = np.mean(np.asarray(tables, dtype=float), axis=0).tolist()
 
     def _read_metrics(self) -> None:
         self.metrics = read_metrics(self.files.metrics)
@@ -210,6 +248,8 @@ class RunData:
 
     # --- drop probabilities
     def _from_summary(self) -> str:
+        if self.seed_runs:
+            return f"mean over the {len(self.seed_runs)} template seeds' {FILES['summary']}"
         return f"{FILES['summary']} (after epoch {self.epochs_done} of {self.total_epochs or '?'})"
 
     def _from_metrics(self, epoch) -> str:

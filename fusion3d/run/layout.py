@@ -13,6 +13,10 @@ A run directory is written by ``fusion3d train`` and then grows stage by stage::
     bench.json  bench_<table>_scores.csv                                      bench score
     report.html  report.md  training_curves.png  drop_probs.png               report
 
+With ``run.seeds=K > 1`` the run directory holds ``config.yaml``, ``seeds.json`` (the seed runs) and
+one normal run per template seed, ``seed0/ .. seed<K-1>/``; sample, analyze and report then write
+their files at the top, combined over the seeds.
+
 Stages, the report and the notebooks reach these files only through :class:`RunDir`, so a file
 name is spelled here once. Two names predate the vocabulary and are kept because users' scripts
 read them: ``acc_vs_flops.png`` (the axis is MACs) and ``validate.*`` (written by the agreement
@@ -58,6 +62,7 @@ FILES: dict[str, str] = {
     "training_curves": "training_curves.png",
     "drop_probs": "drop_probs.png",
     "demo": "demo.json",
+    "seeds": "seeds.json",  # a run of several template seeds (run.seeds > 1): the seed runs it holds
 }
 
 DEPTH_PNG = FILES["depth"]  # the depth-gate figure (kept as a name: tests and scripts import it)
@@ -150,6 +155,10 @@ class RunDir(_Folder):
     def retrain_run(self, label: str) -> Path:
         """The run directory of a strategy trained alone under ``label``."""
         return self.retrain_dir / label
+
+    def seed_run(self, i: int) -> Path:
+        """The run directory of template seed number ``i`` (``run.seeds > 1``): ``seed<i>/``."""
+        return self.path / f"seed{int(i)}"
 
     @property
     def derived_dir(self) -> Path:

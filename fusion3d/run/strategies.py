@@ -47,6 +47,57 @@ RF_COLUMNS: tuple[str, ...] = COLUMNS[
 ]  # static receptive field at the head (fusion3d.analysis.receptive_field)
 OLD_COLUMNS: tuple[str, ...] = COLUMNS[:-4]  # files written before the receptive-field columns existed
 STRING_COLUMNS = {"id": str, "strategy": str}
+# The accuracy columns; a run of several template seeds (``run.seeds > 1``) holds their mean over the
+# seeds, and beside them each seed's value and the spread of the top-1 columns (``seed_columns``).
+ACCURACY_COLUMNS: tuple[str, ...] = ("top1_before", "top5_before", "top1_after", "top5_after")
+SPREAD_COLUMNS: tuple[str, ...] = ("top1_before", "top1_after")
+
+
+def seed_columns(k: int) -> tuple[str, ...]:
+    """The extra columns of a ``k``-seed strategies table: ``<acc>_seed<i>`` for every accuracy column and
+    seed, then ``<top1>_sd`` (sample standard deviation over the seeds, ddof 1). Empty for k = 1."""
+    if k < 2:
+        return ()
+    per_seed = tuple(f"{c}_seed{i}" for i in range(k) for c in ACCURACY_COLUMNS)
+    return per_seed + tuple(f"{c}_sd" for c in SPREAD_COLUMNS)
+
+
+def table_columns(k: int = 1) -> tuple[str, ...]:
+    """Every column of a strategies table scored by ``k`` template seeds, in file order."""
+    return COLUMNS + seed_columns(k)
+
+
+def _seeds_of(header: tuple[str, ...]) -> int | None:
+    """The number of template seeds a strategies header was written for, or None (not a known header)."""
+    if header[: len(COLUMNS)] != COLUMNS:
+        return None
+    extra = len(header) - len(COLUMNS)
+    per = len(ACCURACY_COLUMNS)
+    if extra == 0:
+        return 1
+    k = (extra - len(SPREAD_COLUMNS)) // per
+    return k if k >= 2 and header == table_columns(k) else None
+
+
+def combine_seed_rows(rows: list[dict]) -> dict:
+    """One strategies row from the rows each template seed scored for the same strategy: the accuracy
+    columns are the mean over the seeds (NaN where a seed's is NaN), ``<acc>_seed<i>`` keep each seed's,
+    ``<top1>_sd`` the spread (ddof 1); ``seconds`` is the sum; the other columns are the first seed's
+    (strategy, cost and receptive field do not depend on the weights)."""
+    if len(rows) < 2:
+        raise ValueError(f"combining needs the rows of at least 2 seeds, got {len(rows)}")
+    out = dict(rows[0])
+    for c in ACCURACY_COLUMNS:
+        values = np.array([float(r[c]) for r in rows])
+        out[c] = float(values.mean())
+        for i, v in enumerate(values):
+            out[f"{c}_seed{i}"] = float(v)
+        if c in SPREAD_COLUMNS:
+            out[f"{c}_sd"] = float(values.std(ddof=1))
+    out["seconds"] = round(sum(float(r["seconds"]) for r in rows), 4)
+    views = rows[0]["views"]
+    out["views"] = f"{views}; mean over {len(rows)} template seeds, each on its own selection split"
+    return out
 
 
 def read_strategies(path: str | Path, repair: bool = False) -> pd.DataFrame:
@@ -72,9 +123,10 @@ def read_strategies(path: str | Path, repair: bool = False) -> pd.DataFrame:
     if tuple(header) == OLD_COLUMNS:  # an older file: the receptive-field columns are left empty
         df = pd.read_csv(io.BytesIO(data), dtype=STRING_COLUMNS)
         return df.assign(**{c: np.nan for c in RF_COLUMNS})
-    if tuple(header) != COLUMNS:
+    if _seeds_of(tuple(header)) is None:
         raise FusionError(
-            f"{path} has columns {header}, expected {list(COLUMNS)}; move it away to start over"
+            f"{path} has columns {header}, expected {list(COLUMNS)} (plus the per-seed columns of a run "
+            "of several template seeds); move it away to start over"
         )
     return pd.read_csv(io.BytesIO(data), dtype=STRING_COLUMNS)
 
@@ -86,12 +138,15 @@ def _fmt(v) -> str:
 
 
 def rewrite_strategies(path: Path, df: pd.DataFrame) -> None:
-    """Write ``df`` as a complete strategies CSV, atomically."""
+    """Write ``df`` as a complete strategies CSV, atomically (with the per-seed columns it holds)."""
+    columns = COLUMNS + tuple(c for c in df.columns if c not in COLUMNS)
+    if _seeds_of(columns) is None:
+        columns = COLUMNS
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(columns)
     for row in df.to_dict("records"):  # native Python values, so floats keep their repr
-        writer.writerow([_fmt(row[c]) for c in COLUMNS])
+        writer.writerow([_fmt(row[c]) for c in columns])
     atomic_write_text(path, buf.getvalue())
 
 
@@ -99,7 +154,8 @@ class RowWriter:
     """Appends strategy rows, one flush + fsync per row. Holds an exclusive lock on the file while
     open, so two sample processes never append to the same file at once."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, columns: tuple[str, ...] = COLUMNS):
+        self.columns = tuple(columns)
         self._locks = ExitStack()
         self._locks.enter_context(
             file_lock(
@@ -112,7 +168,7 @@ class RowWriter:
 
     def ensure_header(self) -> None:
         if os.fstat(self.fh.fileno()).st_size == 0:
-            self._write(COLUMNS)
+            self._write(self.columns)
 
     def _write(self, values) -> None:
         buf = io.StringIO()
@@ -122,7 +178,7 @@ class RowWriter:
         os.fsync(self.fh.fileno())
 
     def write(self, row: dict) -> None:
-        self._write([row[c] for c in COLUMNS])
+        self._write([row[c] for c in self.columns])
 
     def close(self) -> None:
         self.fh.close()

@@ -22,6 +22,12 @@ Reads ``strategies.csv`` (written by ``fusion3d sample``) and the template's dro
 - ``analysis.json``: a summary (Opt, canonical scores, sampled mean/std, preferred-unit counts,
   receptive-field statistics).
 
+Several template seeds (a run trained with ``run.seeds = K > 1``): the marginals are those of the
+drop probabilities averaged over the seeds, with intervals across the seeds as extra columns
+(``fusion3d.analysis.seeds.seed_marginals``: range for K < 4, 95% t-interval from K = 4); the scores are
+the combined ones of ``strategies.csv``; ``analysis.json`` gains ``template_seeds``. Receptive-field
+statistics use the first seed's template; ``--cka`` runs on one seed run (``fusion3d analyze RUN/seed0 --cka``).
+
 The score is ``top1_after`` (after BatchNorm recalibration) when the sample stage recalibrated,
 else ``top1_before``. Opt is the best strategy by that score among every scored strategy
 (sampled, canonical and most probable), ties broken by fewer MACs, then by id. Every file is
@@ -45,13 +51,16 @@ from fusion3d.analysis.cka import cka_pass, plot_cka_heatmap, redundant_runs
 from fusion3d.analysis.marginals import MARGINAL_UNITS, marginals_table
 from fusion3d.analysis.plots import acc_hist, acc_vs_macs, figure4
 from fusion3d.analysis.receptive_field import expected_temporal_rf, plot_rf_vs_accuracy, with_rf_columns
+from fusion3d.analysis.seeds import interval_kind, seed_marginals
 from fusion3d.analysis.stats import pareto_front
 from fusion3d.data.dataset import make_loader
 from fusion3d.engine.bn import bn_state, load_bn_state, recalibrate_bn
+from fusion3d.errors import FusionError
 from fusion3d.models.strategy import UNITS, Strategy
 from fusion3d.models.units import CANONICAL_SOURCES
 from fusion3d.run.layout import ANALYZE_FILES, CKA_FILES, FILES, RunDir
 from fusion3d.run.loading import load_run, recal_loader, resolve_run_strategy, selection_cache
+from fusion3d.run.seeds import seed_dirs
 from fusion3d.run.strategies import RF_COLUMNS, read_strategies
 from fusion3d.utils import atomic_write_text, resolve_device
 
@@ -124,10 +133,20 @@ def run_analyze(
                 raise ValueError(f"{flag} must be at least 1, got {cka_options[key]}")
     run = RunDir(run_dir)
     run_dir = run.path
-    model = _template(run_dir)  # a damaged or diverged checkpoint is named first
+    seeds = seed_dirs(run_dir)
+    if seeds and cka:
+        raise FusionError(
+            f"{run_dir} holds {len(seeds)} template seeds: run --cka on one of them "
+            f"(`fusion3d analyze {seeds[0]} --cka`)"
+        )
+    models = [_template(d) for d in seeds] if seeds else [_template(run_dir)]  # damaged checkpoints first
+    model = models[0]
     df = _read_strategies(run_dir)
-    drop_probs, slot_names = model.drop_probs().numpy(), model.slot_names
-    marg = marginals_table(drop_probs, slot_names)
+    slot_names = model.slot_names
+    if seeds:
+        marg = seed_marginals([m.drop_probs().numpy() for m in models], slot_names)
+    else:
+        marg = marginals_table(model.drop_probs().numpy(), slot_names)
     atomic_write_text(run.marginals, marg.to_csv(index=False))
 
     score = "top1_after" if df["top1_after"].notna().any() else "top1_before"
@@ -204,8 +223,26 @@ def run_analyze(
         + ([FILES["rf_vs_accuracy"]] if rf else [])
         + ([FILES[r] for r in CKA_FILES] if cka_summary else []),
     }
+    if seeds:
+        summary["template_seeds"] = _seeds_summary(marg, seeds)
     atomic_write_text(run.analysis, json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _seeds_summary(marg: pd.DataFrame, seeds: list[Path]) -> dict:
+    """``analysis.json["template_seeds"]``: the seed runs, how the intervals are made, and how often the
+    seeds agree with the combined preferred unit."""
+    return {
+        "count": len(seeds),
+        "runs": [p.name for p in seeds],
+        "interval": interval_kind(len(seeds)),
+        "preferred_agreement": {
+            conv: float(marg[f"preferred_agreement_{conv}"].mean()) for conv in ("paper", "sampling")
+        },
+        "slots_all_seeds_agree": {
+            conv: int((marg[f"preferred_agreement_{conv}"] == 1.0).sum()) for conv in ("paper", "sampling")
+        },
+    }
 
 
 # ----------------------------------------------------------------------------- --cka

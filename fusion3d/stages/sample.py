@@ -29,6 +29,12 @@ same for the same seed, so an interrupted run continues where it stopped. A torn
 crash in the middle of a write) is dropped. ``sample.json`` records the measurement settings at the
 start (a resume with different weights or settings is refused, so rows measured differently never
 mix) and the totals at the end.
+
+Several template seeds (a run trained with ``run.seeds = K > 1``; ``fusion3d.engine.seeds``): the
+plan is drawn from the drop probabilities averaged over the seeds, every strategy is scored by every
+seed run's template (each on its own selection split), and ``strategies.csv`` at the top holds the
+mean over the seeds of each accuracy column, each seed's value (``<column>_seed<i>``) and the spread
+of the top-1 columns (``top1_before_sd``, ``top1_after_sd``); resumable the same way (not sharded).
 """
 
 from __future__ import annotations
@@ -44,11 +50,14 @@ import torch
 
 from fusion3d.analysis.receptive_field import with_rf_columns
 from fusion3d.engine.scoring import StrategyScorer
+from fusion3d.engine.seeds import SeedScorer
 from fusion3d.errors import FusionError
 from fusion3d.models import Strategy
 from fusion3d.models.units import CANONICAL
 from fusion3d.run.layout import RunDir
+from fusion3d.run.seeds import seed_dirs
 from fusion3d.run.strategies import (
+    COLUMNS,
     RF_COLUMNS,
     RowWriter,
     merge_shards,
@@ -164,22 +173,36 @@ def run_sample(
     run_dir = run.path
     t_start = time.perf_counter()
     shard_i, shard_n = shard_spec(shard)
-    scorer = StrategyScorer(
-        run_dir, recalibrate, recal_clips, batch_size, device, progress, sharded=shard_n > 1
-    )
-    model, state, measurement = scorer.model, scorer.state, scorer.measurement
-    total = scorer.cfg.train.warmup_epochs + scorer.cfg.train.epochs
-    if not allow_unfinished and int(state.get("epoch", total)) < total:
-        scorer.restore()
+    seeds = seed_dirs(run_dir)
+    if seeds and shard_n > 1:
         raise FusionError(
-            f"the training of {run.path} has not finished (checkpoint at epoch {state.get('epoch')} of "
-            f"{total}): resume it with `fusion3d train --resume auto run.out={run.path}`, or pass "
-            "--allow-unfinished to score this template anyway"
+            f"{run.path} holds {len(seeds)} template seeds: sharded sampling of such a run is not supported; "
+            "run `fusion3d sample` without --shard or torchrun"
         )
+    if seeds:
+        scorer = SeedScorer(seeds, recalibrate, recal_clips, batch_size, device, progress)
+        plan_model, columns, parts = scorer.plan_model, scorer.columns, scorer.scorers
+    else:
+        scorer = StrategyScorer(
+            run_dir, recalibrate, recal_clips, batch_size, device, progress, sharded=shard_n > 1
+        )
+        plan_model, columns, parts = scorer.model, COLUMNS, [scorer]
+    model, state, measurement = scorer.model, scorer.state, scorer.measurement
+    for part in parts:
+        total = part.cfg.train.warmup_epochs + part.cfg.train.epochs
+        epoch = part.state.get("epoch", total)
+        if not allow_unfinished and int(epoch) < total:
+            scorer.restore()
+            where = part.run_dir if seeds else run.path
+            raise FusionError(
+                f"the training of {where} has not finished (checkpoint at epoch {epoch} of "
+                f"{total}): resume it with `fusion3d train --resume auto run.out={run.path}`, or pass "
+                "--allow-unfinished to score this template anyway"
+            )
     draw_seed = scorer.cfg.run.seed if seed is None else int(seed)
 
     main_csv, json_path = run.strategies, run.sample
-    plan = strategy_plan(model, num, draw_seed)
+    plan = strategy_plan(plan_model, num, draw_seed)
     order = [s.id for s, _ in plan]
     if shard_n == 1:
         merge_shards(run_dir, order)  # what earlier sharded runs left behind
@@ -197,6 +220,8 @@ def run_sample(
         "limit": limit,
         "shards": shard_n,
     }
+    if seeds:
+        settings["template_seeds"] = [p.name for p in seeds]
     info = {
         "complete": False,
         "settings": settings,
@@ -204,7 +229,7 @@ def run_sample(
         "checkpoint_epoch": state.get("epoch"),
         "planned": len(plan),
     }
-    writer = RowWriter(csv_path)  # takes the lock before the existing rows are read
+    writer = RowWriter(csv_path, columns)  # takes the lock before the existing rows are read
     bar = None
     new_rows, seconds = 0, []
     try:
@@ -265,7 +290,7 @@ def run_sample(
         if not merge_shards(run_dir, order):
             return df  # other shards still running: the last one to finish merges
         df = read_strategies(main_csv)
-    info.update(_totals(df, plan, model, num, new_rows, seconds, t_start, recalibrate))
+    info.update(_totals(df, plan, plan_model, num, new_rows, seconds, t_start, recalibrate))
     atomic_write_text(json_path, json.dumps(info, indent=1) + "\n")
     return df
 

@@ -1,7 +1,8 @@
 """``fusion3d train``: train the template (warm-up, then Variational DropPath) or one fixed strategy.
 
 The loop itself is ``fusion3d.engine.trainer.train`` (shared with ``retrain``, ``agreement`` and
-``bench``); this verb loads the config and reports where the run stands.
+``bench``); this verb loads the config and reports where the run stands. With ``run.seeds = K > 1``
+it trains K template seeds, each into its own seed run (``fusion3d.engine.seeds.train_seeds``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 
 from fusion3d.config import explicit_keys, load_config
 from fusion3d.configs import config_path
+from fusion3d.engine.seeds import is_multi_seed, train_seeds
 from fusion3d.engine.trainer import train
 
 
@@ -29,13 +31,18 @@ def command(
     config = config_path(config)  # a YAML file, or the name of a shipped config
     cfg = load_config(config, overrides)
     t0 = time.time()
+    explicit = explicit_keys(config, overrides)
+    if is_multi_seed(cfg, resume, explicit):
+        summaries = train_seeds(cfg, resume, init, max_epochs, overwrite, explicit)
+        done = sum(bool(s["complete"]) for s in summaries)
+        state = "complete" if done == len(summaries) else "not complete (resume with --resume auto)"
+        print(
+            f"training of {len(summaries)} template seeds {state} ({done} finished) in "
+            f"{time.time() - t0:.1f}s; run directory {cfg.run.out}"
+        )
+        return 0
     summary = train(
-        cfg,
-        resume=resume,
-        init=init,
-        max_epochs=max_epochs,
-        overwrite=overwrite,
-        explicit=explicit_keys(config, overrides),
+        cfg, resume=resume, init=init, max_epochs=max_epochs, overwrite=overwrite, explicit=explicit
     )
     if int(os.environ.get("RANK", 0)) == 0:
         state = (
