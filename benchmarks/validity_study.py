@@ -89,10 +89,11 @@ COLUMNS = [
 
 def template_for(table: str, builds: Path, out: Path, setting: str, seed: int) -> Path:
     """Train (or resume) the template of ``setting`` on ``table``'s dataset; returns its run directory."""
-    _, meta = catalog.load_table(table)
-    spec = catalog.load_spec(meta["name"])
+    spec = catalog.load_spec(table)  # a table is named after its spec
     root = builds / spec.name / "data"
-    if catalog.data_id(root) != meta.get("data_id"):
+    shipped = table in catalog.shipped_tables()
+    meta = catalog.load_table(table)[1] if shipped else {"data_id": catalog.data_id(root)}  # still building
+    if catalog.data_id(root) is None or catalog.data_id(root) != meta.get("data_id"):
         raise SystemExit(
             f"{root} is not the dataset of table {table!r}: build it with `fusion3d bench build {table}`"
         )
@@ -229,6 +230,7 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--builds", default="runs/bench", help="folder of `fusion3d bench build` (the datasets)")
     p.add_argument("--out", default="runs/validity_study")
+    p.add_argument("--train-only", action="store_true", help="train the templates, score nothing")
     p.add_argument("--doc", default="docs/validity_study.md")
     p.add_argument(
         "--reliability",
@@ -250,6 +252,11 @@ def main() -> int:
                     continue
                 t0 = time.time()
                 run = template_for(table, Path(args.builds), out, setting, seed)
+                if args.train_only or table not in catalog.shipped_tables():
+                    print(
+                        f"{run}: template trained (table {table!r} not scored: --train-only or not shipped yet)"
+                    )
+                    continue
                 row = result_row(table, setting, seed, score(str(run), table), time.time() - t0)
                 with file_lock(out / "study.lock"):  # several study processes may share the folder
                     rows = pd.concat(

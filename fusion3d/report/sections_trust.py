@@ -142,8 +142,8 @@ def section_trust(run: RunData) -> Section:
             f"({rel.get('template', 'template settings not recorded')}; {rel['source']}, {rel['measured']}). On "
             f"the shipped synthetic tables {', '.join(fmt.code(n) for n in tables)}: "
             + "; ".join(_table_sentence(n, t) for n, t in tables.items())
-            + ". A tau of 1 would be perfect agreement; the noise ceiling is the most any predictor can reach "
-            "on that table."
+            + ". A tau of 1 would be perfect agreement; the noise ceiling is how well stand-alone training agrees "
+            "with itself (half its seeds against the other half), so no predictor can be expected to do much better."
         )
     )
     if rel.get("placeholder"):
