@@ -186,7 +186,8 @@ class FactorConv3d(nn.Module):
                 if sh > 1 or sw > 1:
                     x = x[:, :, :, ::sh, ::sw]
                 n, c, t, h, w = x.shape
-                y = torch.matmul(self.weight.view(self.out_channels, c), x.reshape(n, c, t * h * w))
+                # detached: a weight that requires grad makes matmul fold into one mm with two copies
+                y = torch.matmul(self.weight.detach().view(self.out_channels, c), x.reshape(n, c, t * h * w))
                 if self.bias is not None:
                     y = y + self.bias.view(1, -1, 1)
                 return y.view(n, self.out_channels, t, h, w)
