@@ -10,7 +10,7 @@ from fusion3d.engine.bn import bn_state, load_bn_state, recalibrate_bn
 from fusion3d.engine.evaluate import predict, video_scores
 from fusion3d.engine.prefix import merged_steps, score_shared, shared_bn_stats, shared_predictions, tree_nodes
 from fusion3d.models import Strategy, build_model
-from fusion3d.models.network import SlotNetwork
+from fusion3d.models.network import ForwardStep, SlotNetwork
 from fusion3d.models.spec import ModelConfig
 
 
@@ -156,3 +156,15 @@ def test_a_network_without_steps_is_scored_whole():
         ref_before, ref_after, _ = _one_at_a_time(model, strategy, selection, recal)
         assert torch.equal(before[k], ref_before[0])
         torch.testing.assert_close(after[k], ref_after[0], rtol=1e-5, atol=1e-6)
+
+
+def test_steps_that_share_a_batchnorm_layer_are_refused():
+    model = _template()
+
+    def rest(x):  # the stem's BatchNorm again, in a later step
+        return model.head(model.features(model.stem.norm(x)))
+
+    model.forward_steps = lambda: [ForwardStep(0, model.stem), ForwardStep(model.num_slots, rest)]
+    selection, recal = _data(5)
+    with pytest.raises(ValueError, match="more than one forward step"):
+        shared_predictions(model, _strategies(model)[:2], selection, "cpu", recal)

@@ -174,6 +174,16 @@ class _Recalibration:
         return [fn(s) for s in states]
 
     def stats(self) -> dict[Key, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+        steps: dict[int, set[int]] = {}
+        for key, per in self.batches.items():
+            for i in per:
+                steps.setdefault(i, set()).add(key[0])
+        shared = [i for i, s in steps.items() if len(s) > 1]
+        if shared:  # its statistics would be split between nodes: the steps' contract is broken
+            raise ValueError(
+                f"a BatchNorm layer ({type(self.layers[shared[0]]).__name__}) runs in more than one forward "
+                "step; forward_steps() must not call a module in two steps"
+            )
         out: dict[Key, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
         for key, per in self.batches.items():
             out[key] = {}

@@ -73,8 +73,9 @@ MEASUREMENT_KEYS = (
     "views",
     "input_shape",
 )
-# Strategies scored together on one prefix tree (measured on the demo's motion run, 87 strategies:
-# 94 strategies/min in groups of 8, 153 in groups of 32, 179 in groups of 64, 182 in one group).
+# Strategies scored together on one prefix tree. Measured on the demo's motion run (87 strategies, a
+# shared 2-core machine, an early version of the tree): 94 strategies/min in groups of 8, 153 in groups
+# of 32, 179 in groups of 64, 182 in one group. Rows are written after each group.
 GROUP_SIZE = 64
 
 
