@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from fusion3d.engine.bn import bn_state, load_bn_state, recalibrate_bn
+from fusion3d.engine.bn import bn_state, load_bn_state, pooled_statistics, recalibrate_bn
 from fusion3d.models import Strategy, build_model
 from fusion3d.models.spec import ModelConfig
 
@@ -144,3 +144,16 @@ def test_bn_state_round_trip_restores_the_template_statistics():
     assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
     with pytest.raises(KeyError):
         load_bn_state(model, {"nope.running_mean": torch.zeros(1)})
+
+
+def test_pooled_statistics_of_batches_are_the_statistics_of_all_their_values():
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(n, 3, 4, 5, generator=g) * 2.0 + 1.0 for n in (5, 2, 7)]
+    counts = [b.numel() // b.shape[1] for b in batches]
+    means = [_exact(b)[0].float() for b in batches]
+    variances = [_exact(b)[1].float() for b in batches]  # unbiased, as BatchNorm's momentum-1 buffers
+    mean, var = pooled_statistics(counts, means, variances)
+    ref_mean, ref_var = _exact(torch.cat(batches))
+    assert mean.dtype == var.dtype == torch.float64
+    torch.testing.assert_close(mean, ref_mean, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(var, ref_var, rtol=1e-6, atol=1e-6)

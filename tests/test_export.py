@@ -61,9 +61,12 @@ def test_torchscript_equals_the_gated_network_in_hard_mode(name, kwargs):
     frozen = freeze(model, strategy, example)
     script = to_torchscript(frozen, example)
     reference = _gated(model, strategy, x)
+    # the traced graph keeps torch's kernels; eager inference may use fusion3d's (equal to float
+    # rounding: fusion3d.models.convs.fast_inference), so the tolerance is relative to the logits
+    tol = 1e-5 * max(1.0, float(reference.abs().max()))
     with torch.no_grad():
-        assert (frozen(x) - reference).abs().max() < 1e-5
-        assert (script(x) - reference).abs().max() < 1e-5
+        assert (frozen(x) - reference).abs().max() < tol
+        assert (script(x) - reference).abs().max() < tol
     names = [n for n, _ in script.named_parameters()] + [n for n, _ in script.named_modules()]
     assert not [n for n in names if "gate" in n or "logit" in n]
     assert not any(isinstance(m, Gate) for m in frozen.modules())

@@ -331,3 +331,25 @@ def test_a_file_from_before_the_receptive_field_columns_is_read_and_upgraded_on_
     assert (again["rf_t_max"] == df["rf_t_max"]).all()
     with open(copy / "strategies.csv", newline="") as fh:
         assert next(csv.reader(fh)) == list(COLUMNS)
+
+
+def test_scoring_a_group_gives_the_rows_of_scoring_one_at_a_time(trained):
+    from fusion3d.engine.scoring import StrategyScorer
+
+    scorer = StrategyScorer(trained)
+    try:
+        plan = strategy_plan(scorer.model, 3, seed=0)
+        together = scorer.score_many(plan)
+        alone = [scorer.score(s, src) for s, src in plan]
+    finally:
+        scorer.restore()
+    cols = [c for c in COLUMNS if c != "seconds"]
+    pd.testing.assert_frame_equal(pd.DataFrame(together)[cols], pd.DataFrame(alone)[cols])
+
+
+def test_group_size_does_not_change_the_rows(sampled, trained, tmp_path):
+    _, reference = sampled
+    rows = run_sample(fresh_copy(trained, tmp_path / "run"), num=NUM, progress=False, group_size=3)
+    _same_rows(rows, reference)
+    with pytest.raises(ValueError, match="group_size"):
+        run_sample(fresh_copy(trained, tmp_path / "run2"), num=NUM, progress=False, group_size=0)

@@ -62,6 +62,25 @@ class _Moments:
         self.n = n
 
 
+def pooled_statistics(
+    counts: list[int], means: list[torch.Tensor], variances: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(running_mean, running_var) of several batches together, as ``recalibrate_bn`` stores them
+    (float64): the mean and the unbiased variance of every value of every batch, each value counted
+    once. Batch b has ``counts[b]`` values per channel, per-channel mean ``means[b]`` and *unbiased*
+    variance ``variances[b]`` (what a BatchNorm layer in training mode with momentum 1 leaves in its
+    running buffers). M2 = sum of (n_b - 1) var_b + sum of n_b (mean_b - mean)^2, the exact pooled sum
+    of squared deviations."""
+    n = torch.tensor(counts, dtype=torch.float64, device=means[0].device)[:, None]
+    mb = torch.stack(means).to(torch.float64)
+    vb = torch.stack(variances).to(torch.float64)
+    total = n.sum()
+    mean = (n * mb).sum(0) / total
+    m2 = ((n - 1) * vb).sum(0) + (n * (mb - mean) ** 2).sum(0)
+    var = m2 / (total - 1) if total > 1 else torch.zeros_like(m2)
+    return mean, var
+
+
 def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
     """Every BatchNorm layer with running statistics (BatchNorm1d/2d/3d, SyncBatchNorm, ...)."""
     return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]

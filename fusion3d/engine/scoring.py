@@ -4,6 +4,12 @@ For each strategy: put the template in hard mode (dropped paths are not computed
 selection clips with the template's BatchNorm statistics ("before"), then recalibrate BatchNorm on a
 fixed set of fit clips and score again ("after"). The template's statistics are put back before
 each strategy, so recalibrations never compound.
+
+Two ways to the same rows: ``score`` scores one strategy at a time (a full recalibration pass and two
+evaluation passes per strategy); ``score_many`` scores a group of strategies on their prefix tree
+(``fusion3d.engine.prefix``): what strategies share (their first slots) is computed, recalibrated and
+evaluated once. Scores agree (tests/test_prefix.py): "before" exactly, "after" up to float rounding of
+the recalibrated statistics. ``sample`` uses ``score_many``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from fusion3d.analysis.receptive_field import rf_columns
 from fusion3d.data.dataset import make_loader
 from fusion3d.engine.bn import bn_state, load_bn_state, recalibrate_bn
 from fusion3d.engine.checkpoint import state_digest
-from fusion3d.engine.evaluate import predict, video_scores
+from fusion3d.engine.evaluate import Scores, predict, video_scores
+from fusion3d.engine.prefix import DEFAULT_CACHE_MB, score_shared
 from fusion3d.models import Strategy, count_macs, count_params
 from fusion3d.run.loading import load_run, recal_loader, selection_cache
 from fusion3d.utils import resolve_device
@@ -83,17 +90,37 @@ class StrategyScorer:
         return video_scores(probs, labels, videos)
 
     def score(self, strategy: Strategy, source: str) -> dict:
-        """One row of the strategies table for ``strategy``."""
+        """One row of the strategies table for ``strategy``, scored on its own (one recalibration
+        pass and two evaluation passes)."""
         t0 = time.perf_counter()
         model = self.model
         load_bn_state(model, self.template_bn)
         model.apply_strategy(strategy)
         before = self._scores()
-        top1_after = top5_after = float("nan")
+        after = None
         if self.recal is not None:
             recalibrate_bn(model, self.recal, self.device)
             after = self._scores()
-            top1_after, top5_after = after.top1, after.top5
+        return self._row(strategy, source, before, after, time.perf_counter() - t0)
+
+    def score_many(self, items: list[tuple[Strategy, str]], cache_mb: float = DEFAULT_CACHE_MB) -> list[dict]:
+        """Rows for ``items`` ((strategy, source) pairs), in their order, scored together on their prefix
+        tree (``fusion3d.engine.prefix.score_shared``); ``seconds`` is the group's time per strategy."""
+        if not items:
+            return []
+        t0 = time.perf_counter()
+        load_bn_state(self.model, self.template_bn)
+        scores = score_shared(
+            self.model, [s for s, _ in items], self.selection, self.device, self.recal, cache_mb
+        )
+        self.model.apply_strategy(None)
+        per = (time.perf_counter() - t0) / len(items)
+        return [self._row(s, src, b, a, per) for (s, src), (b, a) in zip(items, scores)]
+
+    def _row(
+        self, strategy: Strategy, source: str, before: Scores, after: Scores | None, seconds: float
+    ) -> dict:
+        model = self.model
         counts = strategy.counts()
         return {
             "strategy": str(strategy),
@@ -101,8 +128,8 @@ class StrategyScorer:
             "source": source,
             "top1_before": before.top1,
             "top5_before": before.top5,
-            "top1_after": top1_after,
-            "top5_after": top5_after,
+            "top1_after": float("nan") if after is None else after.top1,
+            "top5_after": float("nan") if after is None else after.top5,
             "macs": count_macs(model, self.input_shape, strategy),
             "params": count_params(model, strategy),
             "n_S": counts["S"],
@@ -110,7 +137,7 @@ class StrategyScorer:
             "n_S+ST": counts["S+ST"],
             "n_none": counts["none"],
             "views": self.views,
-            "seconds": round(time.perf_counter() - t0, 4),
+            "seconds": round(seconds, 4),
             **rf_columns(model, strategy),
         }
 

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion3d.models.network import (
+    ForwardStep,
     GatedSlot,
     SlotNetwork,
     _both_dropped,
@@ -160,6 +161,18 @@ class Backbone(SlotNetwork):
         for name in self.stage_names:
             x = getattr(self, name)(x)
         return self.head(x)
+
+    def forward_steps(self) -> list[ForwardStep]:
+        """``forward`` cut at every block (``SlotNetwork.forward_steps``): the stem, each block of each
+        stage (a slot counts one more slot; a block that is not a slot, none), the head."""
+        steps = [ForwardStep(0, self.stem)]
+        k = 0
+        for name in self.stage_names:
+            for block in getattr(self, name).children():
+                k += isinstance(block, GatedSlot)
+                steps.append(ForwardStep(k, block))
+        steps.append(ForwardStep(k, self.head))
+        return steps
 
     def rf_graph(self, strategy: StrategySpec | None = None) -> list:
         """The static receptive-field graph of a sub-network (``fusion3d.models.rf_graph``; ``None`` =

@@ -24,6 +24,11 @@ gives ``none`` where it drops; ``apply_strategy`` puts every depth gate in hard 
 ``none`` through the S and T gates (both hard-dropped), so a hard sub-network is described by its
 strategy alone and computes nothing at a ``none`` slot either way.
 
+Forward steps (``SlotNetwork.forward_steps``): the forward pass cut into steps whose output depends on
+the units of the first ``slots`` slots only, so that strategies agreeing on their first slots can share
+the activations up to there (``fusion3d.engine.prefix``). The template and the backbones describe
+theirs; the default is one step, the whole forward (no sharing, still correct).
+
 Receptive fields: every network describes itself for ``fusion3d.models.rf_graph`` with
 ``rf_graph(strategy)``. The pieces: ``GatedSlot.rf_nodes(keep_s, keep_t)`` (each slot kind, for one
 unit), ``module_rf_nodes`` (convs, pools, pointwise layers, ``nn.Sequential`` and modules with their own
@@ -33,7 +38,9 @@ itself has no description (``NoReceptiveField``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +76,18 @@ def _both_dropped(ms: Multiplier, mt: Multiplier) -> torch.Tensor | float:
     if (isinstance(zs, float) and zs == 0.0) or (isinstance(zt, float) and zt == 0.0):
         return 0.0
     return zs * zt
+
+
+@dataclass(frozen=True)
+class ForwardStep:
+    """One step of ``SlotNetwork.forward_steps``: ``fn`` maps the state after the previous step (the
+    clip batch for the first step) to the next state (a tensor or a tuple of tensors; the last step's is
+    the logits). Its output depends on the units of the first ``slots`` slots and on nothing else that a
+    strategy sets. ``fn`` must not modify its input in place: a state is the input of every continuation
+    that shares it."""
+
+    slots: int
+    fn: Callable[[Any], Any]
 
 
 def init_weights(model: nn.Module) -> None:
@@ -266,6 +285,13 @@ class SlotNetwork(nn.Module):
         mark. Every network describes itself (``FusionTemplate``, ``Backbone``); this base has no
         description and raises ``NoReceptiveField``."""
         raise NoReceptiveField(self)
+
+    def forward_steps(self) -> list[ForwardStep]:
+        """The forward pass as steps (``ForwardStep``), in order: applied one after the other to a clip
+        batch they make the same module calls as ``forward`` and give its logits exactly. ``slots`` never
+        decreases and is ``num_slots`` at the last step. This default is a single step, the whole forward
+        (nothing is shared); the template and the backbones cut theirs at every slot."""
+        return [ForwardStep(self.num_slots, self.forward)]
 
     def rf_units(self, strategy: StrategySpec | None = None) -> dict[str, str]:
         """{slot name: unit} of ``strategy`` (``None``: the full network), for ``rf_sequence``."""

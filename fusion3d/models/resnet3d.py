@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from fusion3d.models.backbone_base import Backbone, BlockSlot, _bn, _check_common
-from fusion3d.models.convs import FactorConv3d, conv1x1x1, conv1xkxk, conv3x1x1
+from fusion3d.models.convs import ConvStem, FactorConv3d, MaxPool3d, conv1x1x1, conv1xkxk, conv3x1x1
 
 
 def _conv_path(conv: nn.Module) -> nn.Sequential:
@@ -188,8 +188,8 @@ class SlotResNet(Backbone):
             relu=nn.ReLU(inplace=True),
         )
         if stem_pool:
-            stem["pool"] = nn.MaxPool3d(kernel_size=3, stride=(1, 2, 2), padding=1)
-        stem = nn.Sequential(stem)
+            stem["pool"] = MaxPool3d(kernel_size=3, stride=(1, 2, 2), padding=1)
+        stem = ConvStem(stem)
         stages = []
         for i, (n_blocks, base) in enumerate(zip(layers, (64, 128, 256, 512)), start=1):
             planes = _round(base * width_mult)

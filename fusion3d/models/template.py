@@ -57,12 +57,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from functools import partial
 
 import torch
 from torch import nn
 
-from fusion3d.models.convs import conv1x1x1, conv1xkxk, conv3x1x1
+from fusion3d.models.convs import ConvStem, MaxPool3d, conv1x1x1, conv1xkxk, conv3x1x1
 from fusion3d.models.network import (
+    ForwardStep,
     GatedSlot,
     SlotNetwork,
     _both_dropped,
@@ -218,6 +220,19 @@ class TransitionSlot(Slot):
         return self.pool(h)
 
 
+def _dense_step(layer: DenseSlot, feats: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """One dense layer as a forward step: the block's features so far -> with the layer's new channels."""
+    return (*feats, layer(torch.cat(feats, 1) if len(feats) > 1 else feats[0]))
+
+
+def _block_start(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return (x,)
+
+
+def _block_end(feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    return torch.cat(feats, 1)
+
+
 class DenseBlock(nn.Module):
     """Dense layers ``layer1..layerL``; each sees the concatenation of all earlier features."""
 
@@ -277,8 +292,8 @@ class FusionTemplate(SlotNetwork):
             relu=nn.ReLU(inplace=True),
         )
         if arch.stem_pool:
-            stem["pool"] = nn.MaxPool3d(kernel_size=3, stride=(1, 2, 2), padding=1)
-        self.stem = nn.Sequential(stem)
+            stem["pool"] = MaxPool3d(kernel_size=3, stride=(1, 2, 2), padding=1)
+        self.stem = ConvStem(stem)
 
         features: OrderedDict[str, nn.Module] = OrderedDict()
         slots: list[Slot] = []
@@ -330,6 +345,25 @@ class FusionTemplate(SlotNetwork):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, T, H, W) clips -> (N, num_classes) logits."""
         return self.head(self.features(self.stem(x)))
+
+    def forward_steps(self) -> list[ForwardStep]:
+        """``forward`` cut at every slot (``SlotNetwork.forward_steps``): the stem; per dense block its
+        start, each layer (the block's features so far as a tuple, one tensor more per layer) and the
+        concatenation at its end; each transition; the head."""
+        steps = [ForwardStep(0, self.stem)]
+        k = 0
+        for child in self.features.children():
+            if isinstance(child, DenseBlock):
+                steps.append(ForwardStep(k, _block_start))
+                for layer in child.children():
+                    k += 1
+                    steps.append(ForwardStep(k, partial(_dense_step, layer)))
+                steps.append(ForwardStep(k, _block_end))
+            else:
+                k += isinstance(child, GatedSlot)
+                steps.append(ForwardStep(k, child))
+        steps.append(ForwardStep(k, self.head))
+        return steps
 
     def rf_graph(self, strategy: StrategySpec | None = None) -> list:
         """The static receptive-field graph of a sub-network (``fusion3d.models.rf_graph``; ``None`` =
