@@ -230,6 +230,12 @@ class SeedScorer:
     def score(self, strategy, source: str) -> dict:
         return combine_seed_rows([s.score(strategy, source) for s in self.scorers])
 
+    def score_many(self, items: list, **kwargs) -> list[dict]:
+        """``score`` for a group of (strategy, source) pairs: each seed's scorer scores the group on its
+        own prefix tree (``StrategyScorer.score_many``), then the rows are combined strategy by strategy."""
+        per_seed = [s.score_many(items, **kwargs) for s in self.scorers]
+        return [combine_seed_rows(list(rows)) for rows in zip(*per_seed)]
+
     def restore(self) -> None:
         for s in self.scorers:
             s.restore()
