@@ -154,7 +154,8 @@ def markdown(rows: pd.DataFrame, command: str) -> str:
     lines = [
         "# Estimator study (generated)",
         "",
-        "Written by `benchmarks/validity_study.py`; do not edit by hand. Command:",
+        "Written by `benchmarks/validity_study.py`; do not edit by hand. Rows accumulate over invocations",
+        "(each resumes the study folder's `study.csv`); the last one was:",
         "",
         f"    {command}",
         "",
