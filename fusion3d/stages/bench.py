@@ -326,6 +326,9 @@ def list_tables(folder: str | None = None) -> list[dict]:
 # ----------------------------------------------------------------------------- score
 
 
+SCORE_GROUP = 64  # strategies scored together (``StrategyScorer.score_many``); a kill loses one group
+
+
 def _template_scores(
     run: RunDir, table: str, gt: pd.DataFrame, recal_clips: int | None
 ) -> tuple[pd.DataFrame, StrategyScorer]:
@@ -337,10 +340,11 @@ def _template_scores(
     try:
         have = set(read_strategies(path, repair=True)["id"].astype(str))
         writer.ensure_header()
-        for s in gt["strategy"]:
-            strategy = Strategy.from_string(s)
-            if strategy.id not in have:
-                writer.write(scorer.score(strategy, f"bench:{table}"))
+        todo = [Strategy.from_string(x) for x in gt["strategy"]]
+        todo = [(s, f"bench:{table}") for s in todo if s.id not in have]
+        for start in range(0, len(todo), SCORE_GROUP):  # shared prefixes computed once per group
+            for row in scorer.score_many(todo[start : start + SCORE_GROUP]):
+                writer.write(row)
     finally:
         writer.close()
         scorer.restore()
