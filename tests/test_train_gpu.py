@@ -4,6 +4,11 @@ mid-epoch checkpoints with exact resume (issue 15, item 3)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -153,3 +158,44 @@ def test_run_killed_mid_epoch_resumes_to_identical_weights(tiny_motion, tmp_path
     (ref_epoch,) = [r for r in ref_recs if r["kind"] == "epoch"]
     for k in ("loss", "ce", "reg", "train_acc", "val_top1", "drop_probs"):
         assert epoch[k] == ref_epoch[k], k
+
+
+def test_run_sigkilled_mid_epoch_resumes_to_identical_weights(tiny_motion, tmp_path):
+    """A real process, ``fusion3d train`` saving every step, killed with SIGKILL in the middle of its
+    v-DropPath epoch (wherever it is: in a step, in a checkpoint write), then resumed in this process:
+    the same weights, drop probabilities and step records as the uninterrupted run."""
+    extra = {"train.warmup_epochs": 1, "train.epochs": 2, "train.batch_size": 1}
+    ref = train(load_config(None, tiny_overrides(tiny_motion, tmp_path / "ref", **extra)))
+    over = tiny_overrides(tiny_motion, tmp_path, **extra, **{"train.checkpoint_every_steps": 1})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fusion3d", "train", *over],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ckpt = tmp_path / "run" / CHECKPOINT
+    deadline = time.time() + 300
+    seen = None
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists():
+            state = load_checkpoint(ckpt)
+            seen = (state["epoch"], state["batch"])
+            if state["epoch"] == 1 and 1 <= state["batch"] <= 5:  # of 8 steps an epoch
+                break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed (last seen {seen})"
+    state = load_checkpoint(ckpt)
+    assert state["epoch"] == 1 and state["batch"] >= 1, "the kill did not land mid-epoch"
+    assert not (tmp_path / "run" / "summary.json").exists()
+    resumed = train(load_config(None, over), resume="auto")
+    assert resumed["weights_sha1"] == ref["weights_sha1"]
+    assert resumed["drop_probs"] == ref["drop_probs"]
+    recs = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    ref_recs = [
+        json.loads(ln) for ln in (tmp_path / "ref" / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    steps = [(r["step"], r["loss"]) for r in recs if r["kind"] == "step"]
+    assert steps == [(r["step"], r["loss"]) for r in ref_recs if r["kind"] == "step"]
