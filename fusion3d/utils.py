@@ -1,4 +1,5 @@
-"""Small shared helpers: atomic file writes, one figure saver, one file lock, seeding, device choice."""
+"""Small shared helpers: atomic file writes, one figure saver, one file lock, seeding, device choice,
+sharding."""
 
 from __future__ import annotations
 
@@ -139,6 +140,12 @@ def file_lock(path: Path, blocking: bool = True, busy: str | None = None) -> Ite
         yield
     finally:
         lock.release()
+
+
+def shard_range(n: int, rank: int, world: int) -> range:
+    """The contiguous share of ``n`` items rank ``rank`` of ``world`` holds (sharded validation, the
+    evaluation clip cache built by several ranks)."""
+    return range(n * rank // world, n * (rank + 1) // world)
 
 
 def seed_everything(seed: int) -> None:

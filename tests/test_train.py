@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_overrides
+from conftest import tiny_overrides, torchrun
 
 from fusion3d.config import load_config
 from fusion3d.engine.checkpoint import CHECKPOINT, load_checkpoint
@@ -139,34 +138,11 @@ def test_resume_refuses_a_changed_split(tiny_motion, tmp_path):
         train(load_config(None, over), resume="auto")
 
 
-def _torchrun(args: list[str], timeout: int = 300) -> tuple[int, str]:
-    """Two CPU processes (gloo) under torchrun; (exit code, their output)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with socket.socket() as s:  # torchrun's --master_port=0 hangs the rendezvous: pick a free port
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [PY, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    finally:  # never leave worker processes behind, whatever happened
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return proc.returncode, out
-
-
 def test_two_process_ddp_run_ends_with_identical_weights(tiny_motion, tmp_path):
     """Both ranks end with the same weights, and the validation sharded over the two ranks (predictions
     gathered) equals single-process validation of the saved weights, number for number."""
     over = tiny_overrides(tiny_motion, tmp_path, **{"train.epochs": 1, "train.batch_size": 2})
-    code, out = _torchrun(["-m", "fusion3d", "train", *over])
+    code, out = torchrun(["-m", "fusion3d", "train", *over])
     assert code == 0, out[-3000:]
     run = Path(tmp_path / "run")
     shas = [(run / f"weights_rank{r}.sha1").read_text() for r in (0, 1)]
@@ -208,7 +184,7 @@ def test_ranks_that_disagree_on_the_run_directory_or_the_checkpoint_all_stop_wit
     script = tmp_path / "rank_script.py"
     script.write_text(_RANK_SCRIPT)
     # rank 1 on a node where run.out is another (empty) directory: run.out is not shared
-    code, out = _torchrun(
+    code, out = torchrun(
         [
             str(script),
             json.dumps(over),
@@ -225,7 +201,7 @@ def test_ranks_that_disagree_on_the_run_directory_or_the_checkpoint_all_stop_wit
     train(load_config(None, over), max_epochs=1)
     ckpt = tmp_path / "run" / CHECKPOINT
     ranks = {"0": {"resume": str(ckpt)}, "1": {"resume": str(tmp_path / "missing.pt")}}
-    code, out = _torchrun([str(script), json.dumps(over), json.dumps(ranks)])
+    code, out = torchrun([str(script), json.dumps(over), json.dumps(ranks)])
     assert code != 0
     for r in (0, 1):
         assert f"rank {r} stopped: cannot resume: rank 1: --resume {tmp_path / 'missing.pt'}" in out, out[

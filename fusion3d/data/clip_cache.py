@@ -15,6 +15,10 @@ The size is printed before a build starts, and a build that would not fit on the
 compressed instead (``encode_view``: the PNG-like 2D difference of each frame, then zlib level 1;
 exact), in ``clips.zlib`` with the byte offsets of the views in ``offsets.npy``; a read decompresses
 one view (measured by ``benchmarks/bench_cache.py``).
+
+Under torchrun the ranks build it together (``fusion3d.data.clip_cache_ranks``): each decodes its
+contiguous share of the videos into a part folder (``build_clip_part``), then one rank joins the parts
+into the cache folder (``merge_clip_parts``), byte for byte what a single-process build writes.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from fusion3d.config import DataConfig
 from fusion3d.data.dataset import VIDEO_ERRORS, VideoTable, decode_views, make_loader
 from fusion3d.data.transforms import normalize, to_float_cthw
 from fusion3d.errors import FusionError
+from fusion3d.utils import shard_range
 
 COMPRESSIONS = ("none", "zlib")
 ZLIB_LEVEL = (
@@ -150,14 +155,14 @@ class _VideoViews(Dataset):
     """All views of one video per item (decoded once per clip), for building the cache; with
     compression, each view comes back compressed (in the data-loader worker that decoded it)."""
 
-    def __init__(self, table: VideoTable, cfg: DataConfig):
-        self.table, self.cfg = table, cfg
+    def __init__(self, table: VideoTable, cfg: DataConfig, positions: range):
+        self.table, self.cfg, self.positions = table, cfg, positions
 
     def __len__(self) -> int:
-        return len(self.table)
+        return len(self.positions)
 
-    def __getitem__(self, v: int):
-        cfg = self.cfg
+    def __getitem__(self, k: int):
+        cfg, v = self.cfg, self.positions[k]
         out = torch.zeros(
             cfg.test_clips * cfg.test_crops, cfg.clip_len, cfg.crop_size, cfg.crop_size, 3, dtype=torch.uint8
         )
@@ -286,7 +291,8 @@ def build_clip_cache(
     num_workers: int | None = None,
     say=print,
 ) -> ClipCache:
-    """Open the cache for ``(table, cfg)``, building it first if it does not exist yet.
+    """Open the cache for ``(table, cfg)``, building it first if it does not exist yet (in one
+    process; under torchrun, ``fusion3d.data.clip_cache_ranks.build_clip_cache_together``).
 
     Before a build, ``say`` gets one line with the cache's size and the free disk space, and a
     ``CacheSpaceError`` refuses a build that would not fit (see ``check_free_space``)."""
@@ -295,53 +301,112 @@ def build_clip_cache(
     if (folder / "meta.json").is_file():
         return _open(folder)
     _announce(table, cfg, root, say)
-    tmp = root / f".{folder.name}.{os.getpid()}.tmp"
+    workers = cfg.num_workers if num_workers is None else num_workers
+    _build_alone(table, cfg, root, folder, progress, workers, say)
+    return _open(folder)
+
+
+def _write_folder(tmp: Path, final: Path, write) -> None:
+    """``write(tmp)`` into a fresh temporary folder, then rename it to ``final``; an interrupted or
+    failed write leaves nothing behind."""
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        _build(table, cfg, tmp, root, progress, cfg.num_workers if num_workers is None else num_workers, say)
+        write(tmp)
     except BaseException:  # an interrupted or refused build leaves nothing behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     try:
-        os.replace(tmp, folder)
+        os.replace(tmp, final)
     except OSError:  # another process finished the same cache first
         shutil.rmtree(tmp, ignore_errors=True)
-    return _open(folder)
+
+
+def _build_alone(
+    table: VideoTable, cfg: DataConfig, root: Path, folder: Path, progress: bool, workers: int, say
+) -> None:
+    tmp = root / f".{folder.name}.{os.getpid()}.tmp"
+    _write_folder(tmp, folder, lambda t: _build(table, cfg, t, root, progress, workers, say))
 
 
 def _build(
     table: VideoTable, cfg: DataConfig, tmp: Path, root: Path, progress: bool, workers: int, say
 ) -> None:
+    oks, failures, offsets = _decode(table, cfg, range(len(table)), tmp, root, progress, workers, say)
+    _finish(table, cfg, tmp, oks, failures, offsets)
+
+
+def _decode(
+    table: VideoTable,
+    cfg: DataConfig,
+    positions: range,
+    tmp: Path,
+    root: Path,
+    progress: bool,
+    workers: int,
+    say,
+) -> tuple[list[bool], list[str], list[int] | None]:
+    """Decode the views of the videos at ``positions`` into ``tmp`` (``clips.u8``, or ``clips.zlib``);
+    (whether each video decoded, the failures, the byte offsets of the compressed views or None)."""
     per_video = cfg.test_clips * cfg.test_crops
-    shape = (len(table) * per_video, cfg.clip_len, cfg.crop_size, cfg.crop_size, 3)
+    shape = (len(positions) * per_video, cfg.clip_len, cfg.crop_size, cfg.crop_size, 3)
     compressed = cfg.cache_compression != "none"
     if compressed:
         blob_file = open(tmp / "clips.zlib", "wb")
         offsets = [0]
-    else:
+    elif len(positions):
         clips = np.memmap(tmp / "clips.u8", dtype=np.uint8, mode="w+", shape=shape)
-    rows = []
+    else:  # an empty share (more ranks than videos): numpy cannot map an empty file
+        (tmp / "clips.u8").write_bytes(b"")
     loader = make_loader(
-        _VideoViews(table, cfg), batch_size=1, shuffle=False, seed=0, num_workers=workers, collate_fn=_first
+        _VideoViews(table, cfg, positions),
+        batch_size=1,
+        shuffle=False,
+        seed=0,
+        num_workers=workers,
+        collate_fn=_first,
     )
     it = loader
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(loader, total=len(table), desc="caching evaluation clips", unit="video", leave=False)
-    failures = []
+        it = tqdm(loader, total=len(positions), desc="caching evaluation clips", unit="video", leave=False)
+    oks, failures = [], []
     for v, views, ok, why in it:
+        k = v - positions.start
         if compressed:
             for blob in views:
                 blob_file.write(blob)
                 offsets.append(offsets[-1] + len(blob))
-            if v + 1 == min(PROBE_VIDEOS, len(table)):
-                _check_projection(offsets[-1], v + 1, table, cfg, root, say)
+            if k + 1 == min(PROBE_VIDEOS, len(positions)):
+                _check_projection(offsets[-1], k + 1, len(table), cfg, root, say)
         else:
-            clips[v * per_video : (v + 1) * per_video] = views.numpy()
+            clips[k * per_video : (k + 1) * per_video] = views.numpy()
+        oks.append(ok)
         if not ok:
             failures.append(why)
+    if compressed:
+        blob_file.close()
+        return oks, failures, offsets
+    if len(positions):
+        clips.flush()
+        del clips
+    return oks, failures, None
+
+
+def _finish(
+    table: VideoTable, cfg: DataConfig, tmp: Path, oks: list[bool], failures: list[str], offsets
+) -> None:
+    """The offsets (compressed), ``index.csv`` and ``meta.json`` of a cache whose views are in ``tmp``."""
+    per_video = cfg.test_clips * cfg.test_crops
+    shape = (len(table) * per_video, cfg.clip_len, cfg.crop_size, cfg.crop_size, 3)
+    compressed = offsets is not None
+    if compressed:
+        np.save(tmp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+    if len(failures) == len(table):
+        raise FusionError(f"every evaluation video failed to decode ({table.source}); first: {failures[0]}")
+    rows = []
+    for v, ok in enumerate(oks):
         rec = table.records[v]
         for c in range(cfg.test_clips):
             for r in range(cfg.test_crops):
@@ -356,14 +421,6 @@ def _build(
                         "video_id": rec.video_id,
                     }
                 )
-    if compressed:
-        blob_file.close()
-        np.save(tmp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
-    else:
-        clips.flush()
-        del clips
-    if len(failures) == len(table):
-        raise FusionError(f"every evaluation video failed to decode ({table.source}); first: {failures[0]}")
     pd.DataFrame(rows).to_csv(tmp / "index.csv", index=False)
     meta = {
         "shape": list(shape),
@@ -382,13 +439,84 @@ def _build(
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
-def _check_projection(stored: int, done: int, table: VideoTable, cfg: DataConfig, root: Path, say) -> None:
-    """After the first ``done`` videos of a compressed build: project its size, print it, check the disk."""
+def build_clip_part(
+    table: VideoTable,
+    cfg: DataConfig,
+    root: Path,
+    index: int,
+    count: int,
+    progress: bool = False,
+    workers: int = 0,
+    say=print,
+) -> Path:
+    """Share ``index`` of ``count`` of the cache of ``(table, cfg)`` in ``root``: the views of those
+    videos (``shard_range``), their offsets when compressed and ``part.json`` (the video range, which
+    decoded, the failures), in ``root/.<key>.part-<index>-of-<count>`` (renamed into place)."""
+    positions = shard_range(len(table), index, count)
+    part = root / f".{cache_key(table, cfg)}.part-{index}-of-{count}"
+    shutil.rmtree(part, ignore_errors=True)  # a part an interrupted build left behind
+
+    def write(tmp: Path) -> None:
+        oks, failures, offsets = _decode(table, cfg, positions, tmp, root, progress, workers, say)
+        if offsets is not None:
+            np.save(tmp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+        info = {"videos": [positions.start, positions.stop], "valid": oks, "failed_videos": failures}
+        (tmp / "part.json").write_text(json.dumps(info))
+
+    _write_folder(root / f".{part.name}.{os.getpid()}.tmp", part, write)
+    return part
+
+
+def merge_clip_parts(table: VideoTable, cfg: DataConfig, parts: list[Path], folder: Path) -> None:
+    """Join the ``parts`` (``build_clip_part``, in order) into the cache ``folder``: the files a
+    single-process build writes, byte for byte (views concatenated, compressed offsets shifted, the
+    index and meta.json written for the whole table). The parts are consumed as they are joined, so
+    the disk holds the cache plus one part at most, and removed at the end, also when the merge fails;
+    the cache appears under its name only once complete."""
+    name = "clips.u8" if cfg.cache_compression == "none" else "clips.zlib"
+
+    def write(tmp: Path) -> None:
+        oks, failures, offsets, out = [], [], [0], None
+        try:
+            for part in parts:
+                info = json.loads((part / "part.json").read_text())
+                if info["videos"][0] != len(oks) or len(info["valid"]) != info["videos"][1] - len(oks):
+                    raise FusionError(
+                        f"clip cache part {part} holds videos {info['videos']}, expected from {len(oks)} on"
+                    )
+                oks += info["valid"]
+                failures += info["failed_videos"]
+                if name == "clips.zlib":
+                    offsets += [int(o) + offsets[-1] for o in np.load(part / "offsets.npy")[1:]]
+                if out is None:  # the first part's file becomes the start of the cache's: moved, not copied
+                    os.replace(part / name, tmp / name)
+                    out = open(tmp / name, "ab")
+                    continue
+                with open(part / name, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 24)
+                (part / name).unlink()
+        finally:
+            if out is not None:
+                out.close()
+        if len(oks) != len(table):
+            raise FusionError(f"the clip cache parts hold {len(oks)} of {len(table)} videos")
+        _finish(table, cfg, tmp, oks, failures, offsets if name == "clips.zlib" else None)
+
+    try:
+        _write_folder(folder.parent / f".{folder.name}.{os.getpid()}.tmp", folder, write)
+    finally:
+        for part in parts:
+            shutil.rmtree(part, ignore_errors=True)
+
+
+def _check_projection(stored: int, done: int, total: int, cfg: DataConfig, root: Path, say) -> None:
+    """After the first ``done`` videos of a compressed build (or share of one): project the size of
+    the cache of ``total`` videos, print it, check the disk."""
     raw = cache_bytes(done, cfg.test_clips, cfg.test_crops, cfg.clip_len, cfg.crop_size)
-    projected = stored * len(table) / done
+    projected = stored * total / done
     say(
         f"clip cache: the first {done} videos stored at {stored / raw:.2f} of their raw size; "
-        f"about {format_bytes(projected)} projected for {len(table)} videos"
+        f"about {format_bytes(projected)} projected for {total} videos"
     )
     check_free_space(
         root, int(projected - stored), f"about {format_bytes(projected - stored)} more (projected)"

@@ -121,8 +121,3 @@ def gather_predictions(world: int):
         return tuple(torch.cat([g[i] for g in got]) for i in range(len(parts)))
 
     return gather
-
-
-def shard_range(n: int, rank: int, world: int) -> range:
-    """The contiguous share of ``n`` items rank ``rank`` of ``world`` holds."""
-    return range(n * rank // world, n * (rank + 1) // world)

@@ -38,6 +38,7 @@ import torch.distributed as dist
 from fusion3d.analysis.marginals import drop_table
 from fusion3d.config import Config, save_config, to_dict
 from fusion3d.data.clip_cache import build_clip_cache
+from fusion3d.data.clip_cache_ranks import build_clip_cache_together
 from fusion3d.data.dataset import TrainClips, load_splits, load_table, make_loader
 from fusion3d.data.samplers import EpochSampler
 from fusion3d.engine.checkpoint import (
@@ -52,9 +53,9 @@ from fusion3d.engine.checkpoint import (
 from fusion3d.engine.distributed import (
     agree_on_resume,
     check_shared_dir,
+    gather_objects,
     gather_predictions,
     init_distributed,
-    shard_range,
 )
 from fusion3d.engine.epoch import (
     Loop,
@@ -76,7 +77,7 @@ from fusion3d.errors import FusionError
 from fusion3d.models import build_model
 from fusion3d.models.strategy import resolve_strategy
 from fusion3d.run.layout import RunDir
-from fusion3d.utils import atomic_write_bytes, clean_stale_temps, file_lock, seed_everything
+from fusion3d.utils import atomic_write_bytes, clean_stale_temps, file_lock, seed_everything, shard_range
 
 __all__ = ["train", "lr_factor", "phase_of"]
 
@@ -128,14 +129,21 @@ def _validation_set(
     d_cfg, t_cfg, seed: int, progress: bool = True, rank: int = 0, world: int = 1
 ) -> _Validation:
     """The clip cache of ``data.eval_subset`` (built once) and what it measures; under torchrun each
-    rank holds a contiguous share of the views (rank 0 builds the cache first, the others then open
-    it, or build their own where ``data.cache_dir`` is not shared)."""
+    rank holds a contiguous share of the views. Under torchrun the ranks also build the cache together
+    (``build_clip_cache_together``): each decodes its share of the videos, then rank 0 joins the
+    parts; where ``data.cache_dir`` is not shared, every rank builds its own full copy, all at the
+    same time. Rank 0 probes the table's videos first, so ranks that share its video index reuse it."""
     if world > 1 and rank != 0:
-        dist.barrier()  # wait for rank 0's cache
+        dist.barrier()  # wait for rank 0's probes
     table = load_table(d_cfg, d_cfg.eval_subset, progress=progress)
-    cache = build_clip_cache(table, d_cfg, progress=progress)
     if world > 1 and rank == 0:
         dist.barrier()
+    if world > 1:
+        cache = build_clip_cache_together(
+            table, d_cfg, rank, world, lambda value: gather_objects(value, world), progress=progress
+        )
+    else:
+        cache = build_clip_cache(table, d_cfg, progress=progress)
     dataset = cache.dataset(d_cfg.mean, d_cfg.std)
     if world > 1:
         dataset = torch.utils.data.Subset(dataset, list(shard_range(len(dataset), rank, world)))
