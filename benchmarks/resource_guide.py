@@ -319,11 +319,11 @@ def guide_rows(rates: Rates, mem: dict, gpus: int) -> list[dict]:
         views = d.test_clips * d.test_crops
         train_s = (w * rates.train_clip_s(b, "off") + e * rates.train_clip_s(b, "relaxed")) * steps * b * gpus
         passes = validations(w + e, t.eval_every, 0, w) + t.eval_samples * validations(w + e, t.eval_every, w)
-        val_s = passes * ds.eval * views * clip_s * gpus  # rank 0 validates while the other GPUs wait
+        val_s = passes * ds.eval * views * clip_s  # every rank validates its share of the views
         sample_s = STRATEGIES * (2 * sel * views + RECAL_CLIPS) * clip_s  # before + after recalibration
         fviews = ds.final_views[0] * ds.final_views[1]
         retrain_s = (w + e) * steps * b * gpus * rates.train_clip_s(b, "off")
-        retrain_s += validations(w + e, t.eval_every) * ds.eval * fviews * clip_s * gpus
+        retrain_s += validations(w + e, t.eval_every) * ds.eval * fviews * clip_s  # sharded likewise
         caches = cache_bytes(ds.eval, d.test_clips, d.test_crops, d.clip_len, d.crop_size)  # validation
         caches += cache_bytes(sel, d.test_clips, d.test_crops, d.clip_len, d.crop_size)  # selection
         caches += cache_bytes(min(RECAL_CLIPS, fit), 1, 1, d.clip_len, d.crop_size)  # recalibration
