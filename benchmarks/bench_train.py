@@ -14,10 +14,13 @@ Prints:
  (f) an epoch from a data loader built once per run (persistent workers) vs one rebuilt every epoch
      (the trainer before issue 15), on synthetic clips that cost some CPU to make;
  (g) the cost of a mid-epoch checkpoint (train.checkpoint_every_steps): one atomic save of weights,
-     optimizer and RNG state, against the step time, as overhead at N = 10 and 100 steps.
+     optimizer and RNG state, against the step time, as overhead at N = 10 and 100 steps;
+ (h) activation checkpointing (train.activation_checkpointing) vs none: step time, the activations
+     kept for the backward pass (counted from what autograd saves) and peak memory (as in (d)).
 On CUDA when present, on the CPU otherwise.
 Variants are timed interleaved (A, B, A, B, ...) and the median is reported, so machine noise
 hits both sides alike. Run:  .venv/bin/python benchmarks/bench_train.py [--preset small] [--threads N]
+[--sections h] (only the lettered sections named)
 """
 
 from __future__ import annotations
@@ -54,7 +57,15 @@ def _sync(device):
 
 
 def make_step(
-    preset: str, impl: str, gates: str, batch: int, shape, device, precision="fp32", channels_last=False
+    preset: str,
+    impl: str,
+    gates: str,
+    batch: int,
+    shape,
+    device,
+    precision="fp32",
+    channels_last=False,
+    activation_checkpointing=False,
 ):
     """A training step as the trainer takes it (``fusion3d.engine.precision`` for autocast / scaling)."""
     from fusion3d.engine.precision import Precision
@@ -65,6 +76,7 @@ def make_step(
     torch.manual_seed(0)
     model = build_model(ModelConfig(name=preset, conv_impl=impl), 10).to(device)
     model.set_gate_mode(gates)
+    model.set_activation_checkpointing(activation_checkpointing)
     prec = Precision(precision, device, channels_last)
     prec.prepare_model(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -85,8 +97,26 @@ def make_step(
         _sync(device)
 
     step.logits = lambda: _logits(model, prec, x, gates)
+    step.kept = lambda: _kept_for_backward(model, prec, x)
     step.state = lambda: {"model": model.state_dict(), "optimizer": opt.state_dict()}
     return model, step
+
+
+def _kept_for_backward(model, prec, x) -> int:
+    """Bytes of the activations one training forward keeps for the backward pass: the distinct storages
+    of the tensors autograd saves, parameters excluded (exact, on any device)."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), prec.autocast():
+        model(x)
+    return sum(kept.values())
 
 
 @torch.no_grad()
@@ -207,8 +237,9 @@ def peak_memory_child(args) -> None:
     """Subprocess entry: one variant, print its peak memory growth in MiB."""
     device = torch.device(args.device)
     before = _vm_hwm_kib()
+    shape = (3, args.frames, args.size, args.size)
     _, step = make_step(
-        args.preset, args.impl, args.gates, args.batch, (3, args.frames, args.size, args.size), device
+        args.preset, args.impl, args.gates, args.batch, shape, device, activation_checkpointing=args.ckpt
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -219,6 +250,32 @@ def peak_memory_child(args) -> None:
     else:
         after = _vm_hwm_kib()
         print(json.dumps({"mib": (after - before) / 1024, "kind": "CPU peak RSS growth"}))
+
+
+def peak_memory(args, impl: str = "auto", ckpt: bool = False) -> dict:
+    """``peak_memory_child`` of one variant, run in a fresh subprocess: {"mib", "kind"}."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--impl",
+        impl,
+        *(["--ckpt"] if ckpt else []),
+        "--preset",
+        args.preset,
+        "--batch",
+        str(args.batch),
+        "--frames",
+        str(args.frames),
+        "--size",
+        str(args.size),
+        "--device",
+        args.device,
+        "--threads",
+        str(args.threads),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
@@ -233,9 +290,13 @@ def main(argv=None) -> int:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--impl", default="auto", help=argparse.SUPPRESS)
     ap.add_argument("--gates", default="relaxed", help=argparse.SUPPRESS)
+    ap.add_argument("--ckpt", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--sections", default="abcdefgh", help="the lettered sections to run (default: all)")
     ap.add_argument("--workers", type=int, default=2, help="(f): data-loader workers")
     ap.add_argument("--loader-epochs", type=int, default=3, help="(f): epochs per timed repeat")
     args = ap.parse_args(argv)
+    if not args.sections or set(args.sections) - set("abcdefgh"):
+        ap.error(f"--sections takes letters of abcdefgh, got {args.sections!r}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
@@ -248,75 +309,87 @@ def main(argv=None) -> int:
     print(
         f"preset {args.preset}, batch {args.batch}, clip {shape}, device {device}, torch threads {torch.get_num_threads()}"
     )
-    model, fast_relaxed = make_step(args.preset, "auto", "relaxed", args.batch, shape, device)
-    _, fast_off = make_step(args.preset, "auto", "off", args.batch, shape, device)
-    _, slow_relaxed = make_step(args.preset, "conv3d", "relaxed", args.batch, shape, device)
-    t = interleaved({"vdp": fast_relaxed, "off": fast_off, "conv3d": slow_relaxed}, args.repeats)
-    mm = matmul_flops(device)
-    macs = count_macs(model, shape)
-    train_flops = 3 * 2 * macs * args.batch  # forward 2*MACs, backward ~2x forward
-    achieved = train_flops / t["vdp"]
-    print(
-        f"(a) training FLOP/s {achieved / 1e9:8.2f} G  vs fp32 matmul {mm / 1e9:8.2f} G  ratio {achieved / mm:5.2f}"
-        f"   ({macs / 1e6:.1f} M MACs per clip, step {t['vdp'] * 1e3:.0f} ms)"
-    )
-    print(
-        f"(b) step with v-DropPath {t['vdp'] * 1e3:7.1f} ms  vs gates off {t['off'] * 1e3:7.1f} ms  "
-        f"overhead {100 * (t['vdp'] / t['off'] - 1):+5.1f}%"
-    )
-    print(
-        f"(c) step with conv3d kernels {t['conv3d'] * 1e3:7.1f} ms  vs fast path {t['vdp'] * 1e3:7.1f} ms  "
-        f"speedup {t['conv3d'] / t['vdp']:5.2f}x"
-    )
-    for impl in ("auto", "conv3d"):
-        cmd = [
-            sys.executable,
-            __file__,
-            "--child",
-            "--impl",
-            impl,
-            "--preset",
-            args.preset,
-            "--batch",
-            str(args.batch),
-            "--frames",
-            str(args.frames),
-            "--size",
-            str(args.size),
-            "--device",
-            args.device,
-            "--threads",
-            str(args.threads),
-        ]
-        out = json.loads(
-            subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        )
-        print(f"(d) peak memory, conv_impl={impl:<6}: {out['mib']:8.1f} MiB ({out['kind']})")
-
-    precisions = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
-    steps = {
-        p: make_step(args.preset, "auto", "relaxed", args.batch, shape, device, p)[1] for p in precisions
-    }
-    steps["fp32+cl3d"] = make_step(args.preset, "auto", "relaxed", args.batch, shape, device, "fp32", True)[1]
-    ref = steps["fp32"].logits()
-    diffs = {k: float((s.logits() - ref).abs().max()) for k, s in steps.items()}
-    t = interleaved(steps, args.repeats)
-    for k in steps:
+    sections = set(args.sections)
+    if sections & set("abc"):
+        model, fast_relaxed = make_step(args.preset, "auto", "relaxed", args.batch, shape, device)
+        _, fast_off = make_step(args.preset, "auto", "off", args.batch, shape, device)
+        _, slow_relaxed = make_step(args.preset, "conv3d", "relaxed", args.batch, shape, device)
+        t = interleaved({"vdp": fast_relaxed, "off": fast_off, "conv3d": slow_relaxed}, args.repeats)
+        mm = matmul_flops(device)
+        macs = count_macs(model, shape)
+        train_flops = 3 * 2 * macs * args.batch  # forward 2*MACs, backward ~2x forward
+        achieved = train_flops / t["vdp"]
         print(
-            f"(e) step {k:<9} {t[k] * 1e3:8.1f} ms  vs fp32 {t['fp32'] * 1e3:8.1f} ms  speedup "
-            f"{t['fp32'] / t[k]:5.2f}x  max |logit - fp32| {diffs[k]:.2e}"
+            f"(a) training FLOP/s {achieved / 1e9:8.2f} G  vs fp32 matmul {mm / 1e9:8.2f} G  ratio {achieved / mm:5.2f}"
+            f"   ({macs / 1e6:.1f} M MACs per clip, step {t['vdp'] * 1e3:.0f} ms)"
         )
-    lo = loader_epochs(shape, args.batch, args.workers, args.loader_epochs, max(1, args.repeats // 2))
-    print(
-        f"(f) epoch from a loader built once {lo['once'] * 1e3:8.1f} ms  vs rebuilt every epoch "
-        f"{lo['rebuilt'] * 1e3:8.1f} ms  ({args.workers} workers, 16 batches; saves "
-        f"{(lo['rebuilt'] - lo['once']) * 1e3:+.1f} ms per epoch)"
-    )
-    save = checkpoint_seconds(steps["fp32"].state, max(3, args.repeats))
-    print(
-        f"(g) mid-epoch checkpoint {save * 1e3:7.1f} ms  vs step {t['fp32'] * 1e3:7.1f} ms: overhead "
-        f"{100 * save / (10 * t['fp32']):5.1f}% every 10 steps, {100 * save / (100 * t['fp32']):5.1f}% every 100"
-    )
+        print(
+            f"(b) step with v-DropPath {t['vdp'] * 1e3:7.1f} ms  vs gates off {t['off'] * 1e3:7.1f} ms  "
+            f"overhead {100 * (t['vdp'] / t['off'] - 1):+5.1f}%"
+        )
+        print(
+            f"(c) step with conv3d kernels {t['conv3d'] * 1e3:7.1f} ms  vs fast path {t['vdp'] * 1e3:7.1f} ms  "
+            f"speedup {t['conv3d'] / t['vdp']:5.2f}x"
+        )
+    if "d" in sections:
+        for impl in ("auto", "conv3d"):
+            out = peak_memory(args, impl)
+            print(f"(d) peak memory, conv_impl={impl:<6}: {out['mib']:8.1f} MiB ({out['kind']})")
+
+    if sections & set("eg"):
+        precisions = ["fp32"] + (
+            ["bf16"] + (["fp16"] if device.type == "cuda" else []) if "e" in sections else []
+        )
+        steps = {
+            p: make_step(args.preset, "auto", "relaxed", args.batch, shape, device, p)[1] for p in precisions
+        }
+        if "e" in sections:
+            steps["fp32+cl3d"] = make_step(
+                args.preset, "auto", "relaxed", args.batch, shape, device, "fp32", True
+            )[1]
+        ref = steps["fp32"].logits()
+        diffs = {k: float((s.logits() - ref).abs().max()) for k, s in steps.items()}
+        t = interleaved(steps, args.repeats)
+        for k in steps if "e" in sections else ():
+            print(
+                f"(e) step {k:<9} {t[k] * 1e3:8.1f} ms  vs fp32 {t['fp32'] * 1e3:8.1f} ms  speedup "
+                f"{t['fp32'] / t[k]:5.2f}x  max |logit - fp32| {diffs[k]:.2e}"
+            )
+    if "f" in sections:
+        lo = loader_epochs(shape, args.batch, args.workers, args.loader_epochs, max(1, args.repeats // 2))
+        print(
+            f"(f) epoch from a loader built once {lo['once'] * 1e3:8.1f} ms  vs rebuilt every epoch "
+            f"{lo['rebuilt'] * 1e3:8.1f} ms  ({args.workers} workers, 16 batches; saves "
+            f"{(lo['rebuilt'] - lo['once']) * 1e3:+.1f} ms per epoch)"
+        )
+    if "g" in sections:
+        save = checkpoint_seconds(steps["fp32"].state, max(3, args.repeats))
+        print(
+            f"(g) mid-epoch checkpoint {save * 1e3:7.1f} ms  vs step {t['fp32'] * 1e3:7.1f} ms: overhead "
+            f"{100 * save / (10 * t['fp32']):5.1f}% every 10 steps, {100 * save / (100 * t['fp32']):5.1f}% every 100"
+        )
+    if "h" in sections:
+        steps = {
+            ckpt: make_step(
+                args.preset, "auto", "relaxed", args.batch, shape, device, activation_checkpointing=ckpt
+            )[1]
+            for ckpt in (False, True)
+        }
+        t = interleaved(steps, args.repeats)
+        kept = {ckpt: s.kept() / 2**20 for ckpt, s in steps.items()}
+        mem = {ckpt: peak_memory(args, ckpt=ckpt) for ckpt in (False, True)}
+        print(
+            f"(h) step with activation checkpointing {t[True] * 1e3:8.1f} ms  vs without {t[False] * 1e3:8.1f} ms "
+            f"({t[True] / t[False]:4.2f}x the time)"
+        )
+        print(
+            f"(h) activations kept for the backward {kept[True]:8.1f} MiB  vs {kept[False]:8.1f} MiB "
+            f"({kept[True] / kept[False]:4.2f}x)"
+        )
+        print(
+            f"(h) peak memory {mem[True]['mib']:8.1f} MiB  vs {mem[False]['mib']:8.1f} MiB "
+            f"({mem[True]['mib'] / max(mem[False]['mib'], 1e-9):4.2f}x; {mem[True]['kind']})"
+        )
     return 0
 
 

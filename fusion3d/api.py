@@ -131,6 +131,7 @@ def fit(
         seed_everything(int(seed))
     dev = resolve_device(str(device)) if device is not None else resolve_device("auto")
     model.to(dev)
+    model.set_activation_checkpointing(t.activation_checkpointing)
     fixed = as_strategy(strategy, model.num_slots) if strategy is not None else None
     loader = _as_loader(train_data, t.batch_size, True, seed or 0)
     val = None if eval_data is None else _as_loader(eval_data, max(2 * t.batch_size, 16), False, 0)

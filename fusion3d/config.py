@@ -135,6 +135,11 @@ class TrainConfig:
         "fp32, or autocast to bf16 / fp16 (fp16: CUDA only, with a GradScaler); the regulariser and gates stay fp32",
     )
     channels_last: bool = _f(False, "channels-last 3D memory layout for the network and its input clips")
+    activation_checkpointing: bool = _f(
+        False,
+        "recompute each slot's activations in the backward pass instead of keeping them: less memory, "
+        "more time per step, the same gradients (docs/resources.md)",
+    )
     cudnn_benchmark: bool = _f(True, "CUDA: let cuDNN time and pick the fastest convolution kernels")
     checkpoint_every_steps: int = _f(
         0, "also save the checkpoint every this many steps inside an epoch (0: at epoch ends only)"

@@ -87,3 +87,10 @@ def test_shipped_configs_are_valid():
 
 def test_exponent_without_dot_is_a_float():
     assert load_config(None, ["train.lr=1e-3"]).train.lr == 0.001
+
+
+def test_activation_checkpointing_is_a_boolean_off_by_default():
+    assert load_config().train.activation_checkpointing is False
+    assert load_config(None, ["train.activation_checkpointing=true"]).train.activation_checkpointing is True
+    with pytest.raises(ConfigError, match=r"train\.activation_checkpointing.*true or false"):
+        load_config(None, ["train.activation_checkpointing=2"])

@@ -32,6 +32,7 @@ SAFE_RESUME_KEYS = frozenset(
         "data.persistent_workers",
         "data.prefetch_factor",
         "train.channels_last",
+        "train.activation_checkpointing",  # memory against time; the gradients are the same
         "train.cudnn_benchmark",
         "train.checkpoint_every_steps",
         "data.cache_dir",

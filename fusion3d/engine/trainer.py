@@ -321,6 +321,10 @@ def _train(cfg, resume, init, max_epochs, overwrite, explicit, held: ExitStack) 
     if world > 1 and t_cfg.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     precision.prepare_model(model)
+    try:
+        model.set_activation_checkpointing(t_cfg.activation_checkpointing)
+    except ValueError as e:  # a user's network whose slots define forward themselves
+        raise FusionError(f"config key 'train.activation_checkpointing': {e}") from None
     optimizer, logits, weights = _optimizer(model, t_cfg)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
 

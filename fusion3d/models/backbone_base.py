@@ -41,6 +41,7 @@ from torch import nn
 from fusion3d.models.network import (
     ForwardStep,
     GatedSlot,
+    Multiplier,
     SlotNetwork,
     _both_dropped,
     _scale,
@@ -95,8 +96,8 @@ class BlockSlot(GatedSlot):
             mods.append(self.shortcut)
         return mods
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, ms, mt = self._paths(x)
+    def gated_forward(self, x: torch.Tensor, md: Multiplier, ms: Multiplier, mt: Multiplier) -> torch.Tensor:
+        h, ms, mt = self._kept_paths(x, md, ms, mt)
         both = _both_dropped(ms, mt)
         out = None
         if h is not None:  # unit none computes no branch at all

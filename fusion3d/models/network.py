@@ -24,6 +24,18 @@ gives ``none`` where it drops; ``apply_strategy`` puts every depth gate in hard 
 ``none`` through the S and T gates (both hard-dropped), so a hard sub-network is described by its
 strategy alone and computes nothing at a ``none`` slot either way.
 
+Activation checkpointing (``SlotNetwork.set_activation_checkpointing``; ``train.activation_checkpointing``):
+a slot in training mode with gradients enabled then runs under ``torch.utils.checkpoint`` and keeps
+only its input, recomputing its activations in the backward pass. ``GatedSlot.forward`` draws the
+gates' multipliers first, outside the checkpointed part (``draw_gates``), and hands them to
+``gated_forward``; the recomputation therefore uses the multipliers of the forward (the same relaxed
+drop variables, the same hard decisions) and draws nothing, and the drop logits get their gradient
+through the multipliers. The recomputation restores the slot's buffers afterwards, so BatchNorm's
+running statistics move once per step, as without checkpointing. The gradients are those of the plain
+forward (tested); only memory and time change. A slot may take a tuple of tensors (the template's dense
+layers take the block's features and concatenate them under the checkpoint); the gates draw for the
+first one's batch.
+
 Forward steps (``SlotNetwork.forward_steps``): the forward pass cut into steps whose output depends on
 the units of the first ``slots`` slots only, so that strategies agreeing on their first slots can share
 the activations up to there (``fusion3d.engine.prefix``). The template and the backbones describe
@@ -38,13 +50,16 @@ itself has no description (``NoReceptiveField``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from fusion3d.models.convs import FactorConv3d
 from fusion3d.models.gate import GATE_MODES, Gate
@@ -153,8 +168,27 @@ def rf_sequence(modules: Iterable[nn.Module], units: Mapping[str, str]) -> list:
     return graph
 
 
+@contextlib.contextmanager
+def _buffers_kept(module: nn.Module) -> Iterator[None]:
+    """Put ``module``'s buffers back as they were on leaving (BatchNorm's running statistics and its
+    batch counter, which a recomputation in training mode would otherwise update a second time)."""
+    saved = [(b, b.clone()) for b in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, value in saved:
+                b.copy_(value)
+
+
+def _recompute_contexts(module: nn.Module) -> tuple[contextlib.AbstractContextManager, ...]:
+    """``checkpoint``'s ``context_fn``: nothing around the forward, ``_buffers_kept`` around the
+    recomputation in the backward pass."""
+    return contextlib.nullcontext(), _buffers_kept(module)
+
+
 class GatedSlot(nn.Module):
-    """Two gated paths (``path_s``, ``path_t``) and their gates; subclasses define ``forward``.
+    """Two gated paths (``path_s``, ``path_t``) and their gates; subclasses define ``gated_forward``.
 
     ``depth_gate=True`` adds ``gate_d`` (same initial drop probability and temperature), the slot's
     depth gate (see the module docstring); otherwise ``gate_d`` is None (a plain attribute: no
@@ -178,6 +212,7 @@ class GatedSlot(nn.Module):
         self.gate_s = Gate(drop_init, temperature)
         self.gate_t = Gate(drop_init, temperature)
         self.gate_d: Gate | None = Gate(drop_init, temperature) if depth_gate else None
+        self.activation_checkpointing = False  # SlotNetwork.set_activation_checkpointing
 
     @property
     def unit(self) -> str:
@@ -232,15 +267,57 @@ class GatedSlot(nn.Module):
         """The depth gate's multiplier for this call: 1.0 without a depth gate (no random draw)."""
         return 1.0 if self.gate_d is None else self.gate_d.draw(x.shape[0], x.device)
 
+    def draw_gates(self, x: torch.Tensor) -> tuple[Multiplier, Multiplier, Multiplier]:
+        """The multipliers ``(m_d, m_s, m_t)`` of this call for a batch ``x``, drawn in that order (the
+        depth gate first, when there is one). Every gate draws once per call, so in "sample" mode
+        ``last_keep`` is always current, also when the depth gate drops the slot."""
+        md = self._draw_depth(x)
+        ms = self.gate_s.draw(x.shape[0], x.device)
+        mt = self.gate_t.draw(x.shape[0], x.device)
+        return md, ms, mt
+
+    def forward(self, x: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Draw the gates (``draw_gates``), then ``gated_forward``; the latter under
+        ``torch.utils.checkpoint`` when ``checkpointing_now()`` (the module docstring)."""
+        md, ms, mt = self.draw_gates(x[0] if isinstance(x, tuple) else x)
+        if self.checkpointing_now():
+            return checkpoint(
+                self.gated_forward,
+                x,
+                md,
+                ms,
+                mt,
+                use_reentrant=False,
+                context_fn=partial(_recompute_contexts, self),
+            )
+        return self.gated_forward(x, md, ms, mt)
+
+    def checkpointing_now(self) -> bool:
+        """Whether a call now runs under ``torch.utils.checkpoint``: activation checkpointing on, training
+        mode, gradients enabled."""
+        return self.activation_checkpointing and self.training and torch.is_grad_enabled()
+
+    def gated_forward(self, x: torch.Tensor, md: Multiplier, ms: Multiplier, mt: Multiplier) -> torch.Tensor:
+        """The slot's output for the multipliers ``draw_gates`` gave; draws nothing (each slot kind)."""
+        raise NotImplementedError
+
     def _paths(
         self, x: torch.Tensor, md: Multiplier = 1.0
     ) -> tuple[torch.Tensor | None, Multiplier, Multiplier]:
-        """Sum of the kept paths (None if both are dropped) and the two gates' multipliers. ``md`` is
-        the depth gate's multiplier (``_draw_depth``): None (slot dropped) computes no path and returns
-        ``(None, None, None)`` (unit none); the S and T gates still draw, so in "sample" mode every gate
-        draws once per call and ``last_keep`` is always current."""
+        """For a slot kind that defines ``forward`` itself: draw the S and T gates, then
+        ``_kept_paths`` (``md``: the depth gate's multiplier, ``_draw_depth``). Such a slot is not
+        checkpointed (``set_activation_checkpointing`` refuses it); one that defines ``gated_forward``
+        is."""
         ms = self.gate_s.draw(x.shape[0], x.device)
         mt = self.gate_t.draw(x.shape[0], x.device)
+        return self._kept_paths(x, md, ms, mt)
+
+    def _kept_paths(
+        self, x: torch.Tensor, md: Multiplier, ms: Multiplier, mt: Multiplier
+    ) -> tuple[torch.Tensor | None, Multiplier, Multiplier]:
+        """Sum of the kept paths (None if both are dropped) and the S and T multipliers in force. A
+        dropped depth gate (``md`` None) computes no path and returns ``(None, None, None)`` (unit
+        none). Draws nothing."""
         if md is None:
             return None, None, None
         h = None
@@ -360,6 +437,25 @@ class SlotNetwork(nn.Module):
             if getattr(slot, "gate_d", None) is not None:
                 slot.gate_d.set_mode("hard", keep=True)
         self.gate_mode = "hard"
+
+    def set_activation_checkpointing(self, on: bool) -> None:
+        """Recompute each slot's activations in the backward pass instead of keeping them (training
+        mode with gradients enabled only; see the module docstring). Less memory, one more forward of
+        every slot per step, the same gradients."""
+        if on:
+            own = sorted({type(s).__name__ for s in self._slots if type(s).forward is not GatedSlot.forward})
+            if own:
+                raise ValueError(
+                    f"activation checkpointing needs slots that define gated_forward(x, md, ms, mt) and "
+                    f"leave forward to GatedSlot; {', '.join(own)} define forward"
+                )
+        for slot in self._slots:
+            slot.activation_checkpointing = bool(on)
+
+    @property
+    def activation_checkpointing(self) -> bool:
+        """Whether the slots are checkpointed (``set_activation_checkpointing``)."""
+        return any(s.activation_checkpointing for s in self._slots)
 
     def current_strategy(self) -> Strategy:
         """The units in force: the fixed ones in hard mode, all S+ST otherwise."""

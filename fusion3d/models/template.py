@@ -66,6 +66,7 @@ from fusion3d.models.convs import ConvStem, MaxPool3d, conv1x1x1, conv1xkxk, con
 from fusion3d.models.network import (
     ForwardStep,
     GatedSlot,
+    Multiplier,
     SlotNetwork,
     _both_dropped,
     _scale,
@@ -167,9 +168,14 @@ class DenseSlot(Slot):
         new = [*(paths[0] if len(paths) == 1 else [Par(paths)]), *module_rf_nodes(self.shared)]
         return [Par(((), new))]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        md = self._draw_depth(x)
-        h, ms, mt = self._paths(x, md)
+    def gated_forward(
+        self, x: torch.Tensor | tuple[torch.Tensor, ...], md: Multiplier, ms: Multiplier, mt: Multiplier
+    ) -> torch.Tensor:
+        """The layer's new channels; ``x`` is its input, or the block's features to concatenate first
+        (``DenseBlock`` under activation checkpointing: the concatenation is then recomputed too)."""
+        if isinstance(x, tuple):
+            x = torch.cat(x, 1)
+        h, ms, mt = self._kept_paths(x, md, ms, mt)
         if h is None:  # unit none (both paths or the depth gate dropped): zeros, nothing computed
             n, _, t, hh, ww = x.shape
             return x.new_zeros(n, self.out_channels, t, hh, ww)
@@ -206,9 +212,8 @@ class TransitionSlot(Slot):
         paths = self.rf_paths(keep_s, keep_t)
         return [*([Par(paths)] if paths else []), *module_rf_nodes(self.pool)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        md = self._draw_depth(x)
-        h, ms, mt = self._paths(x, md)
+    def gated_forward(self, x: torch.Tensor, md: Multiplier, ms: Multiplier, mt: Multiplier) -> torch.Tensor:
+        h, ms, mt = self._kept_paths(x, md, ms, mt)
         both = _both_dropped(ms, mt)  # 1.0 when the depth gate dropped (ms = mt = None)
         if isinstance(md, torch.Tensor):  # relaxed depth gate: pool(m_d * h + z_slot * skip)
             if h is not None:
@@ -249,7 +254,14 @@ class DenseBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = [x]
         for layer in self.children():
-            feats.append(layer(torch.cat(feats, 1) if len(feats) > 1 else x))
+            if len(feats) == 1:
+                feats.append(layer(x))
+            elif layer.checkpointing_now():
+                # the layer concatenates under its checkpoint: the backward keeps the block's features,
+                # not every layer's concatenated input (the memory-efficient DenseNet's saving)
+                feats.append(layer(tuple(feats)))
+            else:
+                feats.append(layer(torch.cat(feats, 1)))
         return torch.cat(feats, 1)
 
 
