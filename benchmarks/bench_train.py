@@ -12,7 +12,7 @@ Prints:
      the largest logit difference from fp32 (the numerics of a training run are tested on the tiny
      preset in tests/test_train_gpu.py);
  (f) an epoch from a data loader built once per run (persistent workers) vs one rebuilt every epoch
-     (the trainer before issue 15), on synthetic clips that cost some CPU to make;
+     (what the trainer used to do), on synthetic clips that cost some CPU to make;
  (g) the cost of a mid-epoch checkpoint (train.checkpoint_every_steps): one atomic save of weights,
      optimizer and RNG state, against the step time, as overhead at N = 10 and 100 steps;
  (h) activation checkpointing (train.activation_checkpointing) vs none: step time, the activations
