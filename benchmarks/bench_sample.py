@@ -24,6 +24,8 @@ Prints:
      per-repeat ratios is printed beside it.
 Timed variants in (b) and (c) are interleaved (A, B, A, B, ...) and the median is reported.
 
+``--sections c`` runs only (c) (any subset of ``arbc``; (r) runs (a) first).
+
 Needs a trained run: ``--run RUN`` (e.g. ``runs/demo/motion``), or by default a tiny template is
 trained for two epochs on a freshly generated synthetic motion dataset in a temporary folder.
 Run:  .venv/bin/python benchmarks/bench_sample.py [--run RUN] [--num 100] [--old-num 12] [--threads 1]
@@ -195,6 +197,11 @@ def main(argv=None) -> int:
     ap.add_argument("--big-batch", type=int, default=4, help="clips per forward at 16x112x112 in (c)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    ap.add_argument(
+        "--sections",
+        default="arbc",
+        help="which of (a), (r), (b), (c) to run, e.g. 'c' for the all-S vs full ratio only ((r) needs (a))",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -217,124 +224,130 @@ def main(argv=None) -> int:
         f"({args.num} draws + canonical, duplicates removed); old path on the first {old_num}"
     )
     summary: dict = {"plan": len(plan), "old_num": old_num}
-
-    # (a) throughput, old vs new, with and without recalibration
-    results = {}
-    for label, recal in (("with BN recal", True), ("without", False)):
-        r = _throughput(run, plan, old_num, recal, None)
-        results[label] = r
-        oc, nc = r["old_clock"], r["new_clock"]
-        old_cpu, new_cpu = _rate(len(r["old"]), oc.cpu), _rate(len(r["new"]), nc.cpu)
-        old_wall, new_wall = _rate(len(r["old"]), oc.wall), _rate(len(r["new"]), nc.wall)
-        what = f"{label} ({r['recal_videos']} clips)" if recal else label
-        print(
-            f"(a) {what:<26s} strategies/min by CPU time: old {old_cpu:7.1f}  new {new_cpu:7.1f}  "
-            f"speedup {new_cpu / old_cpu:5.2f}x | by wall time: old {old_wall:7.1f}  new {new_wall:7.1f}  "
-            f"speedup {new_wall / old_wall:5.2f}x"
-        )
-        key = "recal" if recal else "plain"
-        summary[f"strategies_per_min_{key}"] = {
-            "old_cpu": old_cpu,
-            "new_cpu": new_cpu,
-            "old_wall": old_wall,
-            "new_wall": new_wall,
-            "speedup_cpu": new_cpu / old_cpu,
-            "speedup_wall": new_wall / old_wall,
-        }
-    rec = results["with BN recal"]
-    per = {
-        k: (r["old_clock"].cpu / len(r["old"]), r["new_clock"].cpu / len(r["new"]))
-        for k, r in results.items()
-    }
-    share_old = 1 - per["without"][0] / per["with BN recal"][0]
-    share_new = 1 - per["without"][1] / per["with BN recal"][1]
-    print(
-        f"    recalibration's share of scoring CPU time: old {100 * share_old:4.1f}%, new {100 * share_new:4.1f}%"
-    )
-    summary["recal_share"] = {"old": share_old, "new": share_new}
-
-    # (r) ranking: new vs old with the full recalibration, then fewer recalibration clips
-    new_by_id = {row["id"]: row for row in rec["new"]}
-    old_top1 = [row["top1_after"] for row in rec["old"]]
-    new_top1 = [new_by_id[row["id"]]["top1_after"] for row in rec["old"]]
-    diffs = [
-        abs(row[c] - new_by_id[row["id"]][c])
-        for row in rec["old"]
-        for c in ("top1_before", "top5_before", "top1_after", "top5_after")
-    ]
-    tau_paths = kendall_tau_b(new_top1, old_top1) if len(old_top1) > 1 else float("nan")
-    print(
-        f"(r) top-1 after recalibration, new vs old path on {len(old_top1)} strategies: Kendall tau-b "
-        f"{tau_paths:.3f}, largest score difference {max(diffs):.2e} points"
-    )
-    summary["tau_new_vs_old"] = tau_paths
-    summary["max_score_diff"] = max(diffs)
-    full_top1 = [row["top1_after"] for row in rec["new"]]
-    sweep = {}
-    for n in [int(c) for c in args.sweep.split(",") if c.strip()]:
-        if n >= rec["recal_videos"]:
-            continue
-        r = _throughput(run, plan, 0, True, n)
-        top1 = [row["top1_after"] for row in r["new"]]
-        tau = kendall_tau_b(top1, full_top1)
-        rate = _rate(len(r["new"]), r["new_clock"].cpu)
-        sweep[n] = {"tau": tau, "strategies_per_min_cpu": rate}
-        print(
-            f"    {n:4d} recalibration clips: tau-b vs {rec['recal_videos']} clips {tau:.3f}, "
-            f"new path {rate:6.1f} strategies/min (CPU)"
-        )
-    summary["recal_clip_sweep"] = sweep
-    summary["recal_clips_full"] = rec["recal_videos"]
-    if sweep:
-        print(
-            f"    (the default stays {DEFAULT_RECAL_CLIPS} clips unless a smaller count keeps tau-b >= 0.95)"
-        )
-
-    # (b) clip cache vs decoding per strategy
     d = cfg.data
-    _, selection = load_splits(d, cfg.run.seed)
-    cache = build_clip_cache(selection, d)
-    bs = max(2 * cfg.train.batch_size, 16)
-    cached = make_loader(cache.dataset(d.mean, d.std), batch_size=bs, num_workers=0, shuffle=False, seed=0)
-    decoded = make_loader(EvalViews(selection, d), batch_size=bs, num_workers=0, shuffle=False, seed=0)
-    dev = torch.device("cpu")
-    t = _median_interleaved(
-        {"cache": lambda: predict(model, cached, dev), "decode": lambda: predict(model, decoded, dev)},
-        args.repeats,
-    )
-    clips = len(cache.dataset(d.mean, d.std))
-    print(
-        f"(b) scoring one strategy on {clips} selection clips: from the clip cache {t['cache']:.2f}s vs decoding "
-        f"with PyAV {t['decode']:.2f}s: speedup {t['decode'] / t['cache']:.1f}x"
-    )
-    summary["cache_speedup"] = t["decode"] / t["cache"]
+    bs = max(2 * cfg.train.batch_size, 16)  # the sample stage's evaluation batch
 
-    # (c) all-S vs full template, at the run's clip size and at 16x112x112
-    sizes = {
-        "run": ((model.in_channels, d.clip_len, d.crop_size, d.crop_size), bs),
-        "16x112x112": ((model.in_channels, 16, 112, 112), args.big_batch),
-    }
-    for name, (shape, batch) in sizes.items():
-        r = _forward_ratio(
-            model, shape, batch, args.ratio_repeats if name == "run" else max(args.ratio_repeats // 4, 3)
-        )
-        ms = r["ms_per_clip"]
-        rel_old, rel_new = r["time_ratio_old"] / r["macs_ratio"], r["time_ratio_new"] / r["macs_ratio"]
-        print(
-            f"(c) {'x'.join(map(str, shape[1:]))} ({name}), per clip: all-S {ms['S_old']:.2f} -> {ms['S_new']:.2f} ms, "
-            f"full {ms['full_old']:.2f} -> {ms['full_new']:.2f} ms; time ratio old {r['time_ratio_old']:.2f}, "
-            f"new {r['time_ratio_new']:.2f} vs MACs ratio {r['macs_ratio']:.2f} "
-            f"({r['macs'][0] / 1e6:.1f} vs {r['macs'][1] / 1e6:.1f} MMACs): time/MACs {rel_old:.2f} -> {rel_new:.2f} "
-            f"(median of per-repeat ratios: old {r['median_ratio_old']:.2f}, new {r['median_ratio_new']:.2f})"
-        )
-        summary[f"all_s_vs_full_{name}"] = {
-            "time_ratio_old": r["time_ratio_old"],
-            "time_ratio_new": r["time_ratio_new"],
-            "median_ratio_old": r["median_ratio_old"],
-            "median_ratio_new": r["median_ratio_new"],
-            "macs_ratio": r["macs_ratio"],
-            "ms_per_clip": ms,
+    if "a" in args.sections or "r" in args.sections:
+        # (a) throughput, old vs new, with and without recalibration
+        results = {}
+        for label, recal in (("with BN recal", True), ("without", False)):
+            r = _throughput(run, plan, old_num, recal, None)
+            results[label] = r
+            oc, nc = r["old_clock"], r["new_clock"]
+            old_cpu, new_cpu = _rate(len(r["old"]), oc.cpu), _rate(len(r["new"]), nc.cpu)
+            old_wall, new_wall = _rate(len(r["old"]), oc.wall), _rate(len(r["new"]), nc.wall)
+            what = f"{label} ({r['recal_videos']} clips)" if recal else label
+            print(
+                f"(a) {what:<26s} strategies/min by CPU time: old {old_cpu:7.1f}  new {new_cpu:7.1f}  "
+                f"speedup {new_cpu / old_cpu:5.2f}x | by wall time: old {old_wall:7.1f}  new {new_wall:7.1f}  "
+                f"speedup {new_wall / old_wall:5.2f}x"
+            )
+            key = "recal" if recal else "plain"
+            summary[f"strategies_per_min_{key}"] = {
+                "old_cpu": old_cpu,
+                "new_cpu": new_cpu,
+                "old_wall": old_wall,
+                "new_wall": new_wall,
+                "speedup_cpu": new_cpu / old_cpu,
+                "speedup_wall": new_wall / old_wall,
+            }
+        rec = results["with BN recal"]
+        per = {
+            k: (r["old_clock"].cpu / len(r["old"]), r["new_clock"].cpu / len(r["new"]))
+            for k, r in results.items()
         }
+        share_old = 1 - per["without"][0] / per["with BN recal"][0]
+        share_new = 1 - per["without"][1] / per["with BN recal"][1]
+        print(
+            f"    recalibration's share of scoring CPU time: old {100 * share_old:4.1f}%, new {100 * share_new:4.1f}%"
+        )
+        summary["recal_share"] = {"old": share_old, "new": share_new}
+
+    if "r" in args.sections:
+        # (r) ranking: new vs old with the full recalibration, then fewer recalibration clips
+        new_by_id = {row["id"]: row for row in rec["new"]}
+        old_top1 = [row["top1_after"] for row in rec["old"]]
+        new_top1 = [new_by_id[row["id"]]["top1_after"] for row in rec["old"]]
+        diffs = [
+            abs(row[c] - new_by_id[row["id"]][c])
+            for row in rec["old"]
+            for c in ("top1_before", "top5_before", "top1_after", "top5_after")
+        ]
+        tau_paths = kendall_tau_b(new_top1, old_top1) if len(old_top1) > 1 else float("nan")
+        print(
+            f"(r) top-1 after recalibration, new vs old path on {len(old_top1)} strategies: Kendall tau-b "
+            f"{tau_paths:.3f}, largest score difference {max(diffs):.2e} points"
+        )
+        summary["tau_new_vs_old"] = tau_paths
+        summary["max_score_diff"] = max(diffs)
+        full_top1 = [row["top1_after"] for row in rec["new"]]
+        sweep = {}
+        for n in [int(c) for c in args.sweep.split(",") if c.strip()]:
+            if n >= rec["recal_videos"]:
+                continue
+            r = _throughput(run, plan, 0, True, n)
+            top1 = [row["top1_after"] for row in r["new"]]
+            tau = kendall_tau_b(top1, full_top1)
+            rate = _rate(len(r["new"]), r["new_clock"].cpu)
+            sweep[n] = {"tau": tau, "strategies_per_min_cpu": rate}
+            print(
+                f"    {n:4d} recalibration clips: tau-b vs {rec['recal_videos']} clips {tau:.3f}, "
+                f"new path {rate:6.1f} strategies/min (CPU)"
+            )
+        summary["recal_clip_sweep"] = sweep
+        summary["recal_clips_full"] = rec["recal_videos"]
+        if sweep:
+            print(
+                f"    (the default stays {DEFAULT_RECAL_CLIPS} clips unless a smaller count keeps tau-b >= 0.95)"
+            )
+
+    if "b" in args.sections:
+        # (b) clip cache vs decoding per strategy
+        _, selection = load_splits(d, cfg.run.seed)
+        cache = build_clip_cache(selection, d)
+        cached = make_loader(
+            cache.dataset(d.mean, d.std), batch_size=bs, num_workers=0, shuffle=False, seed=0
+        )
+        decoded = make_loader(EvalViews(selection, d), batch_size=bs, num_workers=0, shuffle=False, seed=0)
+        dev = torch.device("cpu")
+        t = _median_interleaved(
+            {"cache": lambda: predict(model, cached, dev), "decode": lambda: predict(model, decoded, dev)},
+            args.repeats,
+        )
+        clips = len(cache.dataset(d.mean, d.std))
+        print(
+            f"(b) scoring one strategy on {clips} selection clips: from the clip cache {t['cache']:.2f}s vs decoding "
+            f"with PyAV {t['decode']:.2f}s: speedup {t['decode'] / t['cache']:.1f}x"
+        )
+        summary["cache_speedup"] = t["decode"] / t["cache"]
+
+    if "c" in args.sections:
+        # (c) all-S vs full template, at the run's clip size and at 16x112x112
+        sizes = {
+            "run": ((model.in_channels, d.clip_len, d.crop_size, d.crop_size), bs),
+            "16x112x112": ((model.in_channels, 16, 112, 112), args.big_batch),
+        }
+        for name, (shape, batch) in sizes.items():
+            r = _forward_ratio(
+                model, shape, batch, args.ratio_repeats if name == "run" else max(args.ratio_repeats // 4, 3)
+            )
+            ms = r["ms_per_clip"]
+            rel_old, rel_new = r["time_ratio_old"] / r["macs_ratio"], r["time_ratio_new"] / r["macs_ratio"]
+            print(
+                f"(c) {'x'.join(map(str, shape[1:]))} ({name}), per clip: all-S {ms['S_old']:.2f} -> {ms['S_new']:.2f} ms, "
+                f"full {ms['full_old']:.2f} -> {ms['full_new']:.2f} ms; time ratio old {r['time_ratio_old']:.2f}, "
+                f"new {r['time_ratio_new']:.2f} vs MACs ratio {r['macs_ratio']:.2f} "
+                f"({r['macs'][0] / 1e6:.1f} vs {r['macs'][1] / 1e6:.1f} MMACs): time/MACs {rel_old:.2f} -> {rel_new:.2f} "
+                f"(median of per-repeat ratios: old {r['median_ratio_old']:.2f}, new {r['median_ratio_new']:.2f})"
+            )
+            summary[f"all_s_vs_full_{name}"] = {
+                "time_ratio_old": r["time_ratio_old"],
+                "time_ratio_new": r["time_ratio_new"],
+                "median_ratio_old": r["median_ratio_old"],
+                "median_ratio_new": r["median_ratio_new"],
+                "macs_ratio": r["macs_ratio"],
+                "ms_per_clip": ms,
+            }
     print(json.dumps(summary))
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)

@@ -12,6 +12,11 @@ standard errors, the per-slot agreement, beside the training-free baselines of t
         --seeds 0 1 --out runs/validity_study
 
 Settings (``SETTINGS``) change one factor at a time from the demo's defaults.
+
+``--recal-sweep N [N ...]``: for the finished templates of ``--settings`` (default: default) on
+``--tables`` and ``--seeds``, score the table's strategies again with BatchNorm recalibrated on N clips
+instead of 200 and append one row per (table, setting, seed, N) to ``<out>/recal.csv`` (resumable): the
+Kendall tau with the ground truth and with the 200-clip ranking. The page gets a section from it.
 """
 
 from __future__ import annotations
@@ -25,10 +30,14 @@ import pandas as pd
 import yaml
 
 from fusion3d import bench as catalog
+from fusion3d.analysis.benchmark import ground_truth
+from fusion3d.analysis.stats import kendall_tau_b
 from fusion3d.bench import check_reliability
 from fusion3d.config import load_config
+from fusion3d.engine.scoring import StrategyScorer
 from fusion3d.engine.trainer import train
-from fusion3d.stages.bench import score
+from fusion3d.models import Strategy
+from fusion3d.stages.bench import SCORE_GROUP, score
 from fusion3d.utils import atomic_write_text, file_lock
 
 RECIPE_KEYS = ("train.warmup_epochs", "train.epochs", "train.eval_every", "data.selection_fraction")
@@ -47,6 +56,8 @@ SETTINGS: dict[str, list[str]] = {
     "logit_lr": ["train.logit_lr=0.5", "train.epochs=24"],
     "paper_form": ["train.reg_form=paper"],
     "k_auto": ["train.k_auto=0.5"],  # k calibrated: the regulariser starts at half the classification pull
+    # v-DropPath starts at p = 0.5: every unit of every slot (none included) a quarter of the time
+    "drop_init": ["model.drop_init=0.5"],
     "paper_exact": [],  # configs/paper_exact.yaml's estimator keys (filled in below)
 }
 PAPER_EXACT = Path(__file__).resolve().parent.parent / "configs" / "paper_exact.yaml"
@@ -66,6 +77,12 @@ def _paper_exact() -> list[str]:
 
 
 SETTINGS["paper_exact"] = _paper_exact()
+# How the default setting's rows (what reliability.json quotes) are made: the templates and their
+# scores, then the per-slot ablation's columns added to finished rows.
+DEFAULT_ROWS_COMMAND = (
+    ".venv/bin/python benchmarks/validity_study.py --tables motion texture appearance order --settings default "
+    "--seeds 0 1, then the same with --rescore"
+)
 COLUMNS = [
     "table",
     "setting",
@@ -84,6 +101,10 @@ COLUMNS = [
     "tau_synflow",
     "noise_ceiling",
     "seconds",
+    "tau_ablation",
+    "regret_se_ablation",
+    "slot_rho_ablation",
+    "profile_matches_ablation",
 ]
 
 
@@ -142,14 +163,91 @@ def result_row(table: str, setting: str, seed: int, r: dict, seconds: float) -> 
         "tau_synflow": tau("synflow"),
         "noise_ceiling": r["table_summary"]["noise_ceiling"]["kendall_tau"],
         "seconds": round(seconds, 1),
+        "tau_ablation": tau("ablation"),
+        "regret_se_ablation": p["ablation"].get("regret_se"),
+        "slot_rho_ablation": r["slots"]["ablation_t_effects"].get("spearman_rho"),
+        "profile_matches_ablation": r["slots"]["ablation_t_effects"].get("profile_matches"),
     }
 
 
-def read_rows(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=COLUMNS)
+def read_rows(path: Path, columns: list[str] = COLUMNS) -> pd.DataFrame:
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=columns)
 
 
-def markdown(rows: pd.DataFrame, command: str) -> str:
+RECAL_COLUMNS = [
+    "table",
+    "setting",
+    "seed",
+    "recal_clips",
+    "recal_videos",
+    "tau_truth",
+    "tau_vs_full",
+    "seconds",
+]
+
+
+def recal_row(run: Path, table: str, setting: str, seed: int, clips: int) -> dict:
+    """Score ``table``'s strategies in ``run``'s template with BatchNorm recalibrated on ``clips`` clips:
+    Kendall tau-b with the ground truth and with the run's own (200-clip) scores in ``bench.json``'s
+    score file. Nothing is written into the run."""
+    t0 = time.time()
+    gt = ground_truth(catalog.load_table(table)[0])
+    full = (
+        pd.read_csv(run / f"bench_{table}_scores.csv", dtype={"id": str})
+        .drop_duplicates("id")
+        .set_index("id")
+    )
+    scorer = StrategyScorer(run, recal_clips=clips)
+    try:
+        todo = [(Strategy.from_string(x), f"recal:{clips}") for x in gt["strategy"]]
+        rows = [
+            r for i in range(0, len(todo), SCORE_GROUP) for r in scorer.score_many(todo[i : i + SCORE_GROUP])
+        ]
+    finally:
+        scorer.restore()
+    after = pd.Series({r["id"]: r["top1_after"] for r in rows})
+    ids = gt["id"].astype(str)
+    return {
+        "table": table,
+        "setting": setting,
+        "seed": seed,
+        "recal_clips": clips,
+        "recal_videos": scorer.measurement["recal_videos"],
+        "tau_truth": kendall_tau_b(after[ids].to_numpy(float), gt["top1"].to_numpy(float)),
+        "tau_vs_full": kendall_tau_b(after[ids].to_numpy(float), full.loc[ids, "top1_after"].to_numpy(float)),
+        "seconds": round(time.time() - t0, 1),
+    }
+
+
+def recal_markdown(recal: pd.DataFrame) -> list[str]:
+    """The page's section on the number of recalibration clips (mean over template seeds)."""
+    if recal.empty:
+        return []
+    lines = [
+        "## BatchNorm recalibration clips",
+        "",
+        "Kendall tau of the template's ranking (after recalibration on N clips of the fit split) with the",
+        "ground truth, and with the same template's ranking after the default 200 clips; mean over template",
+        "seeds (`--recal-sweep`).",
+        "",
+        "| table | setting | seeds | clips | tau with ground truth | tau with the 200-clip ranking |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for (table, setting, clips), g in recal.groupby(["table", "setting", "recal_clips"], sort=False):
+        lines.append(
+            f"| {table} | {setting} | {len(g)} | {int(clips)} | {g['tau_truth'].mean():+.2f} | "
+            f"{g['tau_vs_full'].mean():+.2f} |"
+        )
+    return lines + [""]
+
+
+def _mean(g: pd.DataFrame, column: str, spec: str) -> str:
+    """The mean of ``column`` over a setting's seeds, or "n/a" where no row has it (rows from before it)."""
+    v = pd.to_numeric(g[column], errors="coerce") if column in g else pd.Series(dtype=float)
+    return "n/a" if v.isna().all() else format(v.mean(), spec)
+
+
+def markdown(rows: pd.DataFrame, command: str, recal: pd.DataFrame | None = None) -> str:
     """The study's page: one table per ground-truth table, one line per setting (mean over seeds)."""
     lines = [
         "# Estimator study (generated)",
@@ -162,7 +260,9 @@ def markdown(rows: pd.DataFrame, command: str) -> str:
         "Per setting: the template's Kendall tau with the table's ground truth after (and before) BatchNorm",
         "recalibration, as the mean over template seeds with the range of the seeds' bootstrap 95% intervals;",
         "Opt's regret in standard errors of the table's best; the Spearman correlation over slots between the",
-        "marginal keep probability of T paths and the ground-truth T effect. Baselines (training-free, the",
+        "marginal keep probability of T paths and the ground-truth T effect. The ablation columns read the",
+        "same template through the per-slot ablation from all-S (`fusion3d.analysis.ablation`: additive",
+        "scores from 19 scored sub-networks, and each slot's T effect). Baselines (training-free, the",
         "same for every setting) and the table's noise ceiling (split-half tau) are given once per table.",
         "",
     ]
@@ -174,16 +274,20 @@ def markdown(rows: pd.DataFrame, command: str) -> str:
             f"Baselines: MACs {first['tau_macs']:+.2f}, parameters {first['tau_params']:+.2f}, temporal RF "
             f"{first['tau_temporal_rf']:+.2f}, synflow {first['tau_synflow']:+.2f}.",
             "",
-            "| setting | seeds | tau after recal. | interval | tau before | regret (SE) | slots rho | seconds |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| setting | seeds | tau after recal. | interval | tau before | regret (SE) | slots rho | "
+            "ablation tau | ablation regret (SE) | ablation slots rho | seconds |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for setting, g in t.groupby("setting", sort=False):
             lines.append(
                 f"| {setting} | {len(g)} | {g['tau_after'].mean():+.2f} | [{g['tau_after_low'].min():+.2f}, "
                 f"{g['tau_after_high'].max():+.2f}] | {g['tau_before'].mean():+.2f} | "
-                f"{g['regret_se_after'].mean():.1f} | {g['slot_rho'].mean():+.2f} | {g['seconds'].sum():.0f} |"
+                f"{g['regret_se_after'].mean():.1f} | {g['slot_rho'].mean():+.2f} | "
+                f"{_mean(g, 'tau_ablation', '+.2f')} | {_mean(g, 'regret_se_ablation', '.1f')} | "
+                f"{_mean(g, 'slot_rho_ablation', '+.2f')} | {g['seconds'].sum():.0f} |"
             )
         lines.append("")
+    lines += recal_markdown(recal if recal is not None else pd.DataFrame(columns=RECAL_COLUMNS))
     return "\n".join(lines)
 
 
@@ -208,6 +312,15 @@ def reliability(rows: pd.DataFrame, command: str, setting: str = "default") -> d
             },
             "noise_ceiling": round(float(first["noise_ceiling"]), 3),
         }
+        ordered = t.sort_values("seed")
+        abl = pd.to_numeric(ordered["tau_ablation"], errors="coerce") if "tau_ablation" in t else None
+        if abl is not None and abl.notna().all():
+            rho = pd.to_numeric(ordered["slot_rho_ablation"], errors="coerce")
+            tables[table]["ablation"] = {
+                "kendall_tau": round(float(abl.mean()), 3),
+                "per_seed": [round(float(v), 3) for v in abl],
+                "slot_spearman": None if rho.isna().any() else round(float(rho.mean()), 3),
+            }
     return {
         "schema": 1,
         "placeholder": False,
@@ -227,29 +340,90 @@ def reliability(rows: pd.DataFrame, command: str, setting: str = "default") -> d
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tables", nargs="+", default=catalog.shipped_tables())
-    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--settings", nargs="+", default=None, choices=list(SETTINGS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--builds", default="runs/bench", help="folder of `fusion3d bench build` (the datasets)")
     p.add_argument("--out", default="runs/validity_study")
     p.add_argument("--train-only", action="store_true", help="train the templates, score nothing")
+    p.add_argument(
+        "--doc-only",
+        action="store_true",
+        help="only write the page (and reliability.json) from the rows already in the study folder",
+    )
+    p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score finished templates again (new predictors) and replace their rows; trains nothing",
+    )
     p.add_argument("--doc", default="docs/validity_study.md")
+    p.add_argument(
+        "--recal-sweep",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="N",
+        help="score finished templates again with BatchNorm recalibrated on N clips (default settings: default)",
+    )
     p.add_argument(
         "--reliability",
         default=str(catalog.RELIABILITY_FILE),
         help="where to write the default setting's numbers the report quotes ('' to skip)",
     )
     args = p.parse_args()
+    if args.settings is None:
+        args.settings = ["default"] if args.recal_sweep else list(SETTINGS)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "study.csv"
-    for table in args.tables:
+    tables = [] if args.doc_only else args.tables
+    if args.recal_sweep and not args.doc_only:
+        recal_path = out / "recal.csv"
+        for table in tables:
+            for setting in args.settings:
+                for seed in args.seeds:
+                    run = out / f"{catalog.load_spec(table).name}_{setting}_s{seed}"
+                    if not (run / f"bench_{table}_scores.csv").is_file():
+                        print(f"{run}: no finished template scored on {table!r}; run the study first")
+                        continue
+                    for clips in args.recal_sweep:
+                        have = read_rows(recal_path, RECAL_COLUMNS)
+                        key = (have["table"] == table) & (have["setting"] == setting) & (have["seed"] == seed)
+                        if (key & (have["recal_clips"] == clips)).any():
+                            continue
+                        row = recal_row(run, table, setting, seed, clips)
+                        with file_lock(out / "study.lock"):
+                            rows = pd.concat(
+                                [
+                                    read_rows(recal_path, RECAL_COLUMNS),
+                                    pd.DataFrame([row], columns=RECAL_COLUMNS),
+                                ],
+                                ignore_index=True,
+                            )
+                            atomic_write_text(recal_path, rows.to_csv(index=False))
+                        print(json.dumps(row), flush=True)
+    for table in tables if not args.recal_sweep else []:
         for setting in args.settings:
             for seed in args.seeds:
                 have = read_rows(path)
-                done = (
-                    (have["table"] == table) & (have["setting"] == setting) & (have["seed"] == seed)
-                ).any()
-                if done:
+                key = (have["table"] == table) & (have["setting"] == setting) & (have["seed"] == seed)
+                if args.rescore:
+                    run = out / f"{catalog.load_spec(table).name}_{setting}_s{seed}"
+                    if key.any() and (run / "summary.json").is_file():
+                        row = result_row(table, setting, seed, score(str(run), table), 0.0)
+                        row["seconds"] = float(have.loc[key, "seconds"].iloc[0])  # the template's time
+                        with file_lock(out / "study.lock"):
+                            rows = read_rows(path)
+                            k = (
+                                (rows["table"] == table)
+                                & (rows["setting"] == setting)
+                                & (rows["seed"] == seed)
+                            )
+                            rows = rows.reindex(columns=COLUMNS).astype(object)  # in place: the order stays
+                            rows.loc[rows.index[k][0], COLUMNS] = [row[c] for c in COLUMNS]
+                            atomic_write_text(path, rows.to_csv(index=False))
+                        print(json.dumps(row), flush=True)
+                    continue
+                if key.any():
                     continue
                 t0 = time.time()
                 run = template_for(table, Path(args.builds), out, setting, seed)
@@ -270,9 +444,14 @@ def main() -> int:
         f".venv/bin/python benchmarks/validity_study.py --tables {' '.join(args.tables)} --settings "
         f"{' '.join(args.settings)} --seeds {' '.join(map(str, args.seeds))} --out {args.out}"
     )
-    atomic_write_text(Path(args.doc), markdown(rows, command) + "\n")
+    if args.recal_sweep:
+        command += f" --recal-sweep {' '.join(map(str, args.recal_sweep))}"
+    if args.doc_only:
+        command = f".venv/bin/python benchmarks/validity_study.py --doc-only --out {args.out}"
+    recal = read_rows(out / "recal.csv", RECAL_COLUMNS)
+    atomic_write_text(Path(args.doc), markdown(rows, command, recal) + "\n")
     print(f"wrote {args.doc} ({len(rows)} rows)")
-    rel = reliability(rows, command)
+    rel = reliability(rows, DEFAULT_ROWS_COMMAND if args.doc_only else command)
     if rel is not None and args.reliability:
         check_reliability(rel)
         atomic_write_text(Path(args.reliability), json.dumps(rel, indent=1) + "\n")

@@ -163,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=None, help="seed of the draws (default: the run's seed)")
     p.add_argument("--no-recalibrate", action="store_true", help="skip BatchNorm recalibration per strategy")
+    p.add_argument(
+        "--no-ablation",
+        action="store_true",
+        help="skip the per-slot ablation's strategies (all-S with one slot changed; analyze reads them)",
+    )
     p.add_argument("--recal-clips", type=int, default=None, help="training clips used for BN recalibration")
     p.add_argument("--batch-size", type=int, default=None, help="evaluation batch size")
     p.add_argument("--device", default=None, help="torch device (default: the run's)")

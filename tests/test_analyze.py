@@ -13,6 +13,7 @@ from test_sample import shared_runs
 from fusion3d.config import from_dict
 from fusion3d.engine.checkpoint import load_checkpoint
 from fusion3d.models import Strategy, build_model
+from fusion3d.run.strategies import read_strategies
 from fusion3d.stages.analyze import run_analyze
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -26,6 +27,7 @@ FILES = (
     "opt_strategy.json",
     "analysis.json",
     "rf_vs_accuracy.png",
+    "ablation.csv",
 )
 
 
@@ -41,6 +43,37 @@ def sampled_run(tiny_motion, tmp_path_factory):
 @pytest.fixture(scope="module")
 def analyzed(sampled_run):
     return sampled_run, run_analyze(sampled_run, top_k=4)
+
+
+def test_ablation_table_reads_the_scored_ablation_strategies(analyzed):
+    run, summary = analyzed
+    table = pd.read_csv(run / "ablation.csv")
+    df = read_strategies(run / "strategies.csv").set_index("strategy")["top1_after"]
+    model = _model(run)
+    n = model.num_slots
+    assert table["slot"].tolist() == model.slot_names
+    for i, row in table.iterrows():
+        for u in ("S", "ST", "S+ST", "none"):
+            units = ["S"] * n
+            units[i] = u
+            assert row[u] == df["|".join(units)]
+        assert row["t_effect"] == pytest.approx(row["ST"] - row["S"])
+        assert row["t_gain"] == pytest.approx(max(row["ST"], row["S+ST"]) - row["S"])
+        noise = row["t_noise"]
+        want = "temporal" if row["t_gain"] > noise else ("spatial" if row["t_gain"] < -noise else "none")
+        assert row["t_verdict"] == want
+    a = summary["ablation"]
+    assert a["slots_where_t_pays"] == table.loc[table["t_verdict"] == "temporal", "slot"].tolist()
+
+
+def test_without_the_ablation_strategies_there_is_no_ablation_table(sampled_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(sampled_run, run)
+    df = read_strategies(run / "strategies.csv")
+    df[df["source"] != "ablation"].to_csv(run / "strategies.csv", index=False)  # as `sample --no-ablation`
+    summary = run_analyze(run, top_k=4)
+    assert summary["ablation"] is None and not (run / "ablation.csv").exists()
+    assert "ablation.csv" not in summary["files"]
 
 
 def _model(run):

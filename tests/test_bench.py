@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from fusion3d.analysis.ablation import ablation_plan
 from fusion3d.analysis.benchmark import (
     TABLE_COLUMNS,
     depth_profile,
@@ -315,13 +316,24 @@ def test_bench_score_compares_a_trained_template_with_the_table(built, tmp_path)
         "params",
         "temporal_rf",
         "synflow",
+        "ablation",
     }
     for p in r["predictors"].values():  # undefined (None) where 4 test videos leave a variable constant
         tau = p["kendall_tau"]
         assert tau["value"] is None or (-1 <= tau["value"] <= 1 and tau["p_method"] == "exact")
-    assert len(pd.read_csv(tmp_path / "run" / "bench_fixture_scores.csv")) == 3
+    rows = pd.read_csv(tmp_path / "run" / "bench_fixture_scores.csv", dtype={"id": str})
+    table_ids = set(pd.read_csv(folder / "table.csv", dtype={"id": str})["id"])
+    plan_ids = {s.id for s in ablation_plan(6)}
+    assert set(rows["id"]) == table_ids | plan_ids and rows["id"].is_unique  # each scored once
     saved = json.loads((tmp_path / "run" / "bench.json").read_text())
     assert saved["fixture"]["n"] == 3 and len(saved["fixture"]["slot_effects"]) == 6
+    abl = pd.DataFrame(saved["fixture"]["ablation"]["effects"])
+    by_strategy = rows.set_index("strategy")["top1_after"]
+    assert len(abl) == 24 and abl.loc[abl["unit"] == "S", "effect"].abs().max() == 0.0
+    assert saved["fixture"]["ablation"]["base_top1"] == by_strategy["S|S|S|S|S|S"]
+    assert np.allclose(abl["score"] - saved["fixture"]["ablation"]["base_top1"], abl["effect"])
+    t_effects = abl[abl["unit"] == "ST"].sort_values("slot")["effect"].to_numpy()  # minus effect(S) = 0
+    assert np.allclose(saved["fixture"]["slots"]["ablation_t_effects"]["preference"], t_effects)
 
     from fusion3d.report import build_report
 

@@ -441,3 +441,25 @@ def test_demo_story_follows_the_numbers():
     assert "no clear difference" in flat and "[selection split" in flat
     spatial = _story_sentence("x", verdict({"all-S": 90.0, "all-ST": 40.0}, 0.1, 0.5, ["S"] * 6), label=False)
     assert "spatial units do better and the analyzer prefers them" in spatial
+    assert "ablation" not in spatial  # no ablation.csv: nothing said about it
+
+
+def test_the_ablation_sentence_names_the_slots_where_t_pays_off_beyond_noise():
+    import pandas as pd
+
+    from fusion3d.analysis.ablation import ablation_table
+    from fusion3d.report.verdicts import ablation_sentence
+
+    names = ["a", "b", "c"]
+    scores = {"S|S|S": 40.0, "ST|S|S": 80.0, "S+ST|S|S": 70.0, "none|S|S": 30.0}
+    scores.update({"S|ST|S": 44.0, "S|S+ST|S": 41.0, "S|none|S": 40.0})
+    scores.update({"S|S|ST": 20.0, "S|S|S+ST": 25.0, "S|S|none": 39.0})
+    table = ablation_table(scores, names, n_videos=100)
+    assert table["t_verdict"].tolist() == ["temporal", "none", "spatial"]
+    assert table["t_effect"].tolist() == [40.0, 4.0, -20.0] and table["t_best_unit"].tolist()[0] == "ST"
+    text = ablation_sentence(table)
+    assert "pay off at 1 of 3 slots" in text and "`a` (ST +40.0)" in text and "`b`" not in text
+    flat = ablation_sentence(table.assign(t_verdict="none"))
+    assert "no slot where a temporal unit pays off beyond noise" in flat and "`a`" in flat  # largest gain
+    assert ablation_table({"S|S": 1.0}, ["a", "b"], 10) is None  # the ablation was not scored
+    assert ablation_sentence(None) is None and ablation_sentence(pd.DataFrame()) is None

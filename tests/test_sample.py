@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import tiny_overrides
 
+from fusion3d.analysis.ablation import ablation_plan
 from fusion3d.config import from_dict, load_config
 from fusion3d.engine.checkpoint import load_checkpoint
 from fusion3d.engine.trainer import train
@@ -110,10 +111,14 @@ def test_rows_are_the_unique_canonical_and_seeded_draws(sampled):
     canonical = [Strategy.uniform(u, model.num_slots) for u in ("S", "ST", "S+ST")] + [
         model.most_probable_strategy()
     ]
-    expected = {s.id for s in canonical + draws}
+    ablation = ablation_plan(model.num_slots)
+    expected = {s.id for s in canonical + ablation + draws}
     assert df["id"].is_unique
     assert set(df["id"]) == expected and len(df) == len(expected)
     assert set(df.loc[df["source"] == "sampled", "id"]) <= {s.id for s in draws}
+    assert set(df.loc[df["source"] == "ablation", "id"]) == {s.id for s in ablation} - {
+        s.id for s in canonical
+    }
 
 
 def test_scores_are_percentages_and_costs_match_the_model(sampled):
@@ -198,9 +203,13 @@ def test_strategy_plan_puts_canonical_first_and_removes_duplicates(trained):
     with torch.no_grad():
         for g in model.gates():
             g.logit.fill_(-20.0)  # p ~ 0: every draw is all S+ST, as is the most probable strategy
-    plan = strategy_plan(model, 5, seed=0)
+    plan = strategy_plan(model, 5, seed=0, ablation=False)
     assert [src for _, src in plan] == ["canonical_S", "canonical_ST", "canonical_S+ST"]
     assert plan[2][0] == model.most_probable_strategy() == Strategy.uniform("S+ST", model.num_slots)
+    plan = strategy_plan(model, 5, seed=0)  # all-S of the ablation is canonical_S already
+    assert [src for _, src in plan] == ["canonical_S", "canonical_ST", "canonical_S+ST"] + ["ablation"] * (
+        3 * model.num_slots
+    )
 
 
 def test_reading_a_torn_csv_ignores_the_torn_line_without_changing_the_file(sampled, tmp_path):

@@ -96,8 +96,15 @@ def test_the_shipped_reliability_file_follows_its_schema():
             t["per_seed"]
         )
         assert {"macs", "params", "temporal_rf", "synflow"} <= set(t["baselines"])
+        if "ablation" in t:  # the per-slot ablation's answers, measured on the same templates
+            a = t["ablation"]
+            assert abs(a["kendall_tau"] - sum(a["per_seed"]) / len(a["per_seed"])) < 1e-3
+            assert len(a["per_seed"]) == len(t["per_seed"])
     with pytest.raises(ValueError, match="kendall_tau_after"):
         check_reliability({**rel, "tables": {"motion": {"noise_ceiling": 0.5}}})
+    table = next(iter(rel["tables"].values()))
+    with pytest.raises(ValueError, match="'ablation'"):
+        check_reliability({**rel, "tables": {"motion": {**table, "ablation": {"per_seed": [0.5]}}}})
 
 
 def test_run_seeds_must_be_positive():

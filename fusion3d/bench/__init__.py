@@ -114,7 +114,11 @@ def load_table(name: str | Path) -> tuple[pd.DataFrame, dict]:
 #                      "interval_kind": str,            # e.g. "min-max over template seeds"
 #                      "template_seeds": int,
 #                      "baselines": {NAME: float},      # tau of training-free predictors (macs, ...)
-#                      "noise_ceiling": float}}}        # tau between two halves of the table's seeds
+#                      "noise_ceiling": float,          # tau between two halves of the table's seeds
+#                      "ablation": {                     # optional: the per-slot ablation's answers
+#                          "kendall_tau": float,         #   its additive ranking, mean over seeds
+#                          "per_seed": [float, ...],
+#                          "slot_spearman": float}}}     #   its per-slot T effects vs the ground truth
 
 
 def _number(v) -> bool:
@@ -149,6 +153,17 @@ def check_reliability(data: dict, where: str = "reliability.json") -> dict:
         baselines = t.get("baselines", {})
         if not isinstance(baselines, dict) or not all(_number(v) for v in baselines.values()):
             raise ValueError(f"{where}: table {name!r}: 'baselines' must map names to numbers")
+        abl = t.get("ablation")
+        if abl is not None and not (
+            isinstance(abl, dict)
+            and _number(abl.get("kendall_tau"))
+            and all(_number(v) for v in abl.get("per_seed", []))
+            and (abl.get("slot_spearman") is None or _number(abl["slot_spearman"]))
+        ):
+            raise ValueError(
+                f"{where}: table {name!r}: 'ablation' must hold a number 'kendall_tau', a list 'per_seed' "
+                "and a number (or null) 'slot_spearman'"
+            )
     return data
 
 

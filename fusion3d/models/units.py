@@ -38,6 +38,8 @@ CANONICAL: tuple[tuple[str, str], ...] = (
 )
 # Sources of strategies.csv that are not random draws.
 CANONICAL_SOURCES: tuple[str, ...] = (*(src for src, _ in CANONICAL), "most_probable")
+# The source of the per-slot ablation's strategies (``fusion3d.analysis.ablation.ablation_plan``).
+ABLATION_SOURCE: str = "ablation"
 
 
 def unit_from_keep(keep_s: bool, keep_t: bool) -> str:

@@ -8,7 +8,12 @@ from pathlib import Path
 from fusion3d.report.demo import DEMO_RUNS, demo_document
 from fusion3d.report.document import Document
 from fusion3d.report.render import write
-from fusion3d.report.sections_analysis import _section_depth, _section_marginals, _section_sampling
+from fusion3d.report.sections_analysis import (
+    _section_depth,
+    _section_marginals,
+    _section_sampling,
+    section_ablation,
+)
 from fusion3d.report.sections_bench import section_bench
 from fusion3d.report.sections_retrain import _section_diagnostics, _section_table2, _section_validate
 from fusion3d.report.sections_run import (
@@ -27,7 +32,11 @@ def run_document(run: RunData) -> Document:
     sections = [summary, _section_config(run), _section_training(run)]
     if run.is_fixed:
         return Document(f"fusion3d report: {run.name}", meta, sections)
-    sections += [_section_drop_probs(run), _section_marginals(run), section_seeds(run)]
+    sections += [_section_drop_probs(run), _section_marginals(run)]
+    ablation = section_ablation(run)
+    if ablation is not None:
+        sections.append(ablation)
+    sections.append(section_seeds(run))
     depth = _section_depth(run)
     if depth is not None:
         sections.append(depth)

@@ -15,6 +15,7 @@ PREDICTOR_LABELS = {
     "params": "parameters (bigger is better)",
     "temporal_rf": "static temporal receptive field",
     "synflow": "synflow at initialisation (zero-cost proxy)",
+    "ablation": "per-slot ablation from all-S, additive (template scores)",
 }
 
 
@@ -74,6 +75,7 @@ def _table_block(name: str, r: dict) -> list:
     )
     m = (r.get("slots") or {}).get("marginal_keep_T", {})
     te = (r.get("slots") or {}).get("template_effects", {})
+    ab = (r.get("slots") or {}).get("ablation_t_effects", {})
     blocks.append(
         Items(
             [
@@ -84,6 +86,9 @@ def _table_block(name: str, r: dict) -> list:
                 f"{_num(m.get('preference_early_minus_late'))})",
                 f"per-slot T effects estimated from the template's scores vs the ground truth: Spearman "
                 f"{_num(te.get('spearman_rho'))}",
+                f"per-slot T effects by ablation (T only at that slot minus all-S, in the template) vs the "
+                f"ground truth: Spearman {_num(ab.get('spearman_rho'))}; early-minus-late profile "
+                f"{'matches' if ab.get('profile_matches') else 'does not match'}",
             ]
         )
     )

@@ -119,9 +119,19 @@ def _table_sentence(name: str, t: dict) -> str:
     seeds = f" (per template seed {', '.join(_signed(v) for v in per)})" if per else ""
     base = t.get("baselines") or {}
     vs = "; ".join(f"{_signed(v)} ranking by {BASELINE_LABELS.get(b, b)} alone" for b, v in base.items())
+    abl = t.get("ablation")
+    abl_text = ""
+    if abl:
+        per_abl = ", ".join(_signed(v) for v in abl.get("per_seed") or [])
+        abl_text = f"; the per-slot ablation's additive ranking {_signed(abl['kendall_tau'])}" + (
+            f" (per seed {per_abl})" if per_abl else ""
+        )
+        if abl.get("slot_spearman") is not None:
+            abl_text += f", its per-slot T effects Spearman {_signed(abl['slot_spearman'])} over slots"
     return (
         f"table `{name}`: Kendall tau {_signed(t['kendall_tau_after'])}{seeds}"
         + (f", against {vs}" if vs else "")
+        + abl_text
         + f"; noise ceiling {t['noise_ceiling']:.2f} (stand-alone training agreeing with itself across its seeds)"
     )
 

@@ -16,6 +16,7 @@ from fusion3d.report import fmt
 from fusion3d.report.document import CANONICAL, DATA_FREE
 from fusion3d.report.status import _commands
 from fusion3d.run.io import RunData
+from fusion3d.run.layout import FILES
 
 _ps_pt = path_preference  # the name the tests and older code use
 # The canonical strategies whose units keep the T path.
@@ -44,6 +45,34 @@ def _pref_sentence(p, init=None) -> str:
         f"**No clear preference between S and T paths**: the S-path drop probability is above the "
         f"T-path's in {s['s_gt']} of {s['n']} slots ({means}; a preference needs a majority of slots "
         f"and mean drop probabilities at least {PREF_REL_DIFF:.0%} apart)."
+    )
+
+
+def ablation_sentence(table) -> str | None:
+    """The per-slot ablation in one sentence (``ablation.csv`` as a DataFrame; None without one): the
+    slots where a temporal unit beats all-S beyond binomial noise, or that there is none."""
+    if table is None or not len(table):
+        return None
+    noise = table["t_noise"].dropna()
+    nz = (
+        f"two binomial standard errors: {noise.min():.1f}-{noise.max():.1f} points"
+        if len(noise)
+        else "no noise estimate: the number of selection videos is unknown"
+    )
+    pays = table[table["t_verdict"] == "temporal"]
+    if len(pays):
+        where = ", ".join(
+            f"{fmt.code(r['slot'])} ({r['t_best_unit']} {float(r['t_gain']):+.1f})"
+            for _, r in pays.iterrows()
+        )
+        return (
+            f"**Per-slot ablation: temporal units pay off at {len(pays)} of {len(table)} slots**: {where} "
+            f"points over all-S, each beyond noise ({nz}; {FILES['ablation']})."
+        )
+    best = table.loc[table["t_gain"].astype(float).idxmax()]
+    return (
+        f"**Per-slot ablation: no slot where a temporal unit pays off beyond noise** (largest gain over "
+        f"all-S {float(best['t_gain']):+.1f} points, at {fmt.code(best['slot'])}; {nz}; {FILES['ablation']})."
     )
 
 
@@ -95,6 +124,9 @@ def headline(run: RunData) -> list[str]:
             f"Training stopped after epoch {run.epochs_done} of {run.total_epochs or '?'} "
             f"(resume: {fmt.code(c['train'])})."
         )
+    abl = ablation_sentence(run.ablation)
+    if abl:
+        out.append(abl)
     acc = _accuracy_sentence(run)
     if acc:
         out.append(acc)
@@ -121,6 +153,7 @@ def _verdict(run: RunData) -> dict:
         "opt": opt.get(col) if opt else None,
         "opt_units": None,
         "probs": path_preference(p) if p is not None and run.vdroppath_reached() else None,
+        "ablation": run.ablation,
     }
     if opt and opt.get("strategy"):
         v["opt_units"] = str(opt["strategy"]).split("|")
@@ -207,4 +240,5 @@ def _story_sentence(name: str, v: dict, label: bool) -> str:
     else:
         words = _VERDICTS[(av["kind"], pr["pref"])]
     body = evidence[0] if len(evidence) == 1 else ", ".join(evidence[:-1]) + ", and " + evidence[-1]
-    return f"On **{name}** data {words}: {body}."
+    abl = ablation_sentence(v.get("ablation"))
+    return f"On **{name}** data {words}: {body}." + (f" {abl}" if abl else "")

@@ -33,6 +33,7 @@ REQUIRED_COLUMNS = {
     "top": {"strategy"},
     "marginals": {"slot"},
     "retrain": {"label", "strategy"},
+    "ablation": {"slot", "t_effect", "t_verdict"},
 }
 # The JSON files a run holds: RunData attribute -> role.
 JSON_FILES = {
@@ -132,6 +133,7 @@ class RunData:
             setattr(self, attr, read_json(f.file(role), self.problems))
         self.strategies = read_csv(f.strategies, self.problems, dtype=STRING_COLUMNS)
         self.marginals = read_csv(f.marginals, self.problems)
+        self.ablation = read_csv(f.ablation, self.problems)
         self.top = read_csv(f.top, self.problems, dtype=STRING_COLUMNS)
         self.retrain = read_csv(f.retrain, self.problems, dtype=RETRAIN_STRING_COLUMNS)
         self._check_tables()

@@ -5,7 +5,7 @@ A run directory is written by ``fusion3d train`` and then grows stage by stage::
     config.yaml  splits.json  checkpoint.pt  metrics.jsonl  summary.json      train
     strategies.csv  sample.json  (strategies.shard<i>of<n>.csv/.done)        sample
     marginals.csv  top_strategies.csv  opt_strategy.json  analysis.json       analyze
-      figure4.png  figure4_sampling.png  acc_vs_flops.png  acc_hist.png
+      ablation.csv  figure4.png  figure4_sampling.png  acc_vs_flops.png  acc_hist.png
       rf_vs_accuracy.png  depth_keep.png  cka.csv  cka.json  cka_*.png
     retrain.csv  retrain/<label>/                                             retrain
     validate.json  validate.csv  validate_scatter.png  validate/               agreement
@@ -42,6 +42,7 @@ FILES: dict[str, str] = {
     "top": "top_strategies.csv",
     "opt": "opt_strategy.json",
     "analysis": "analysis.json",
+    "ablation": "ablation.csv",  # per-slot ablation (when sample scored its strategies)
     "figure4": "figure4.png",
     "figure4_sampling": "figure4_sampling.png",
     "acc_vs_macs": "acc_vs_flops.png",  # name kept from older versions (users' scripts read it)

@@ -19,6 +19,9 @@ Reads ``strategies.csv`` (written by ``fusion3d sample``) and the template's dro
   probabilities goes to ``analysis.json``;
 - with ``--cka``: ``cka.csv``, ``cka_within.png``, ``cka_between.png``, ``cka.json``, debiased
   minibatch CKA between slots within Opt and between Opt and all-S (``fusion3d.analysis.cka.run_cka``);
+- ``ablation.csv`` (when ``sample`` scored the per-slot ablation's strategies): per slot, the score of
+  all-S with that slot set to each unit, the T effect and whether a temporal unit there pays off
+  beyond binomial noise on the selection videos (``fusion3d.analysis.ablation.ablation_table``);
 - ``analysis.json``: a summary (Opt, canonical scores, sampled mean/std, preferred-unit counts,
   receptive-field statistics).
 
@@ -47,6 +50,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fusion3d.analysis.ablation import ablation_table
 from fusion3d.analysis.cka import cka_pass, plot_cka_heatmap, redundant_runs
 from fusion3d.analysis.marginals import MARGINAL_UNITS, marginals_table
 from fusion3d.analysis.plots import acc_hist, acc_vs_macs, figure4
@@ -94,6 +98,31 @@ def _receptive_field(df: pd.DataFrame, model, score: str, run_dir: Path) -> dict
     except TypeError:  # no receptive-field graph for this network
         return None
     return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in stats.items()}
+
+
+def _ablation(df: pd.DataFrame, score: str, slot_names: list[str], run: RunDir) -> pd.DataFrame | None:
+    """The per-slot ablation table (``fusion3d.analysis.ablation.ablation_table``) from the scored
+    strategies, judged against binomial noise on the selection videos (for several template seeds:
+    the fewest any seed scored on); None when ``sample`` did not score the ablation's strategies."""
+    scores = df.drop_duplicates("strategy").set_index("strategy")[score].dropna().to_dict()
+    n_videos = None
+    if run.sample.is_file():
+        n = json.loads(run.sample.read_text()).get("measurement", {}).get("selection_videos")
+        n_videos = min(n) if isinstance(n, list) and n else n
+    return ablation_table(scores, slot_names, int(n_videos) if n_videos else None)
+
+
+def _ablation_summary(table: pd.DataFrame | None) -> dict | None:
+    if table is None:
+        return None
+    pays = table[table["t_verdict"] == "temporal"]
+    return {
+        "base": "all-S",
+        "slots_where_t_pays": pays["slot"].tolist(),
+        "slots_where_t_costs": table.loc[table["t_verdict"] == "spatial", "slot"].tolist(),
+        "t_effects": dict(zip(table["slot"], table["t_effect"].round(3))),
+        "noise_points": None if table["t_noise"].isna().all() else float(table["t_noise"].max()),
+    }
 
 
 def _stats(values: pd.Series) -> dict:
@@ -186,6 +215,11 @@ def run_analyze(
     acc_vs_macs(df, score, front_pos, opt.id, run.acc_vs_macs)
     acc_hist(df, score, run.acc_hist)
     rf = _receptive_field(df, model, score, run_dir)
+    ablation = _ablation(df, score, slot_names, run)
+    if ablation is not None:
+        atomic_write_text(run.ablation, ablation.to_csv(index=False))
+    elif run.ablation.is_file():
+        run.ablation.unlink()  # from an earlier sample of other weights
     cka_summary = None
     if cka:
         cka_summary = run_cka(run_dir, **(cka_options or {}))
@@ -218,9 +252,11 @@ def run_analyze(
         "opt_agrees_with_paper_preference": int(agree),
         "slots": len(slot_names),
         "receptive_field": rf,
+        "ablation": _ablation_summary(ablation),
         "cka": None if cka_summary is None else {k: cka_summary.get(k) for k in ("redundant_runs", "views")},
         "files": [FILES[r] for r in ANALYZE_FILES]
         + ([FILES["rf_vs_accuracy"]] if rf else [])
+        + ([FILES["ablation"]] if ablation is not None else [])
         + ([FILES[r] for r in CKA_FILES] if cka_summary else []),
     }
     if seeds:

@@ -34,6 +34,8 @@ import pandas as pd
 import torch
 
 from fusion3d import bench as catalog
+from fusion3d.analysis.ablation import DEFAULT_BASE as ABLATION_BASE
+from fusion3d.analysis.ablation import ablation_effects, ablation_plan, ablation_t_effects, additive_scores
 from fusion3d.analysis.benchmark import (
     TABLE_COLUMNS,
     describe_table,
@@ -340,8 +342,11 @@ def _template_scores(
     try:
         have = set(read_strategies(path, repair=True)["id"].astype(str))
         writer.ensure_header()
-        todo = [Strategy.from_string(x) for x in gt["strategy"]]
-        todo = [(s, f"bench:{table}") for s in todo if s.id not in have]
+        todo = [(Strategy.from_string(x), f"bench:{table}") for x in gt["strategy"]]
+        num_slots = len(todo[0][0]) if todo else 0
+        todo += [(s, f"ablation:{ABLATION_BASE}") for s in ablation_plan(num_slots, ABLATION_BASE)]
+        seen = set(have)
+        todo = [(s, src) for s, src in todo if s.id not in seen and not seen.add(s.id)]
         for start in range(0, len(todo), SCORE_GROUP):  # shared prefixes computed once per group
             for row in scorer.score_many(todo[start : start + SCORE_GROUP]):
                 writer.write(row)
@@ -377,6 +382,8 @@ def score(run_dir: str, table: str, recal_clips: int | None = None, permutations
     drop = scorer.model.drop_probs().detach().cpu().numpy()
     q_t = keep_probs(drop, "paper")[:, 1]  # P(ST) + P(S+ST): the marginal of keeping the T path
     template_effects = linear_t_effects(gt["strategy"], s["top1_after"].to_numpy(float))[0]
+    ablation = _ablation(scores, gt, len(q_t))
+    predictors["ablation"] = ablation["additive"]
     result = {
         "table": name,
         "table_data_id": meta.get("data_id"),
@@ -390,6 +397,12 @@ def score(run_dir: str, table: str, recal_clips: int | None = None, permutations
         "slots": {
             "marginal_keep_T": slot_agreement(effects, q_t),
             "template_effects": slot_agreement(effects, template_effects),
+            "ablation_t_effects": slot_agreement(effects, ablation["t_effects"]),
+        },
+        "ablation": {
+            "base": ABLATION_BASE,
+            "base_top1": ablation["base_score"],
+            "effects": ablation["effects"].to_dict("records"),
         },
     }
     result = json.loads(json.dumps(result, default=float).replace("NaN", "null").replace("Infinity", "null"))
@@ -398,6 +411,20 @@ def score(run_dir: str, table: str, recal_clips: int | None = None, permutations
         allr[name] = result
         atomic_write_text(run.bench, json.dumps(allr, indent=1) + "\n")
     return result
+
+
+def _ablation(scores: pd.DataFrame, gt: pd.DataFrame, num_slots: int) -> dict:
+    """The per-slot ablation from the template's scores (after recalibration) of ``ablation_plan``:
+    effects per (slot, unit), each slot's T effect, and the additive score of every table strategy."""
+    by_strategy = scores.drop_duplicates("strategy").set_index("strategy")["top1_after"]
+    effects = ablation_effects(by_strategy.to_dict(), num_slots, ABLATION_BASE)
+    base_score = float(by_strategy["|".join([ABLATION_BASE] * num_slots)])
+    return {
+        "effects": effects,
+        "base_score": base_score,
+        "t_effects": ablation_t_effects(effects),
+        "additive": additive_scores(effects, base_score, gt["strategy"]),
+    }
 
 
 def _data_matches(root: str, table_data_id: str | None) -> bool | None:
@@ -458,10 +485,12 @@ def command(args) -> int:
             f"{p['spearman_rho']['value']:+.2f}  top-5 overlap {p['top_k_overlap']:.1f}  regret "
             f"{p['regret_points']:.1f} pts ({se} SE)"
         )
-    m = r["slots"]["marginal_keep_T"]
-    print(
-        f"  per-slot: marginals vs ground-truth T effect Spearman {m['spearman_rho']}, early-late profile "
-        f"{'matches' if m['profile_matches'] else 'does not match'}"
-    )
+    for key, what in (("marginal_keep_T", "marginals"), ("ablation_t_effects", "ablation")):
+        m = r["slots"][key]
+        rho = "n/a" if m["spearman_rho"] is None else f"{m['spearman_rho']:+.2f}"
+        print(
+            f"  per-slot: {what} vs ground-truth T effect Spearman {rho}, early-late profile "
+            f"{'matches' if m['profile_matches'] else 'does not match'}"
+        )
     print(f"wrote {RunDir(args.run).bench}")
     return 0

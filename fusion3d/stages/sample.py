@@ -6,9 +6,11 @@ For one run directory (written by ``fusion3d train``):
 2. rebuild the selection split (held out from training; checked against ``splits.json``) and a
    fixed set of training clips for BatchNorm recalibration (a seeded subset of the fit split,
    centre crop, one clip per video); both are decoded once into clip caches;
-3. list the strategies: the canonical all-S, all-ST, all-S+ST, the most probable one, then ``num``
-   hard-Bernoulli draws from the learned drop probabilities (a torch generator seeded from the run
-   seed, or ``seed``); duplicates (same strategy id) are scored once, under their first source;
+3. list the strategies: the canonical all-S, all-ST, all-S+ST, the most probable one, the per-slot
+   ablation's (all-S with one slot set to ST, S+ST or none; ``fusion3d.analysis.ablation``; skipped
+   with ``ablation=False``), then ``num`` hard-Bernoulli draws from the learned drop probabilities
+   (a torch generator seeded from the run seed, or ``seed``); duplicates (same strategy id) are
+   scored once, under their first source;
 4. for each strategy: put the template in hard mode (dropped paths are not computed), score it on
    the selection clips with the template's BatchNorm statistics ("before"), then recalibrate
    BatchNorm on the fixed training clips and score again ("after"). The template's BatchNorm
@@ -53,12 +55,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fusion3d.analysis.ablation import ablation_plan
 from fusion3d.analysis.receptive_field import with_rf_columns
 from fusion3d.engine.scoring import StrategyScorer
 from fusion3d.engine.seeds import SeedScorer
 from fusion3d.errors import FusionError
 from fusion3d.models import Strategy
-from fusion3d.models.units import CANONICAL
+from fusion3d.models.units import ABLATION_SOURCE, CANONICAL
 from fusion3d.run.layout import RunDir
 from fusion3d.run.seeds import seed_dirs
 from fusion3d.run.strategies import (
@@ -91,12 +94,16 @@ GROUP_SIZE = 64
 # ----------------------------------------------------------------------------- the strategy list
 
 
-def strategy_plan(model, num: int, seed: int) -> list[tuple[Strategy, str]]:
-    """(strategy, source) in scoring order: the canonical ones, the most probable, then ``num`` draws
-    from a generator seeded with ``seed``; each strategy id appears once (its first source wins)."""
+def strategy_plan(model, num: int, seed: int, ablation: bool = True) -> list[tuple[Strategy, str]]:
+    """(strategy, source) in scoring order: the canonical ones, the most probable, the per-slot
+    ablation's (``ablation``: all-S with each slot set to each other unit, source ``ablation``), then
+    ``num`` draws from a generator seeded with ``seed``; each strategy id appears once (its first
+    source wins)."""
     n = model.num_slots
     plan = [(Strategy.uniform(unit, n), source) for source, unit in CANONICAL]
     plan.append((model.most_probable_strategy(), "most_probable"))
+    if ablation:
+        plan.extend((s, ABLATION_SOURCE) for s in ablation_plan(n))
     g = torch.Generator().manual_seed(int(seed))
     plan.extend((model.sample_strategy(g), "sampled") for _ in range(int(num)))
     seen: set[str] = set()
@@ -112,7 +119,7 @@ def strategy_plan(model, num: int, seed: int) -> list[tuple[Strategy, str]]:
 
 
 def _totals(
-    df, plan, model, num: int, new_rows: int, seconds: list, t_start: float, recalibrate: bool
+    df, plan, model, num: int, new_rows: int, seconds: list, t_start: float, recalibrate: bool, ablation: bool
 ) -> dict:
     """The totals ``sample.json`` ends with: what was planned and scored, timing, the best row."""
     scored = set(df["id"].astype(str))
@@ -126,7 +133,10 @@ def _totals(
         "rows": len(df),
         "new_rows": new_rows,
         "unique_sampled_planned": sum(1 for _, src in plan if src == "sampled"),
-        "duplicates_removed": int(num) + 4 - len(plan),
+        "duplicates_removed": int(num)
+        + 4
+        + (len(ablation_plan(model.num_slots)) if ablation else 0)
+        - len(plan),
         "seconds_total": round(time.perf_counter() - t_start, 3),
         "seconds_per_strategy": round(float(np.mean(seconds)), 4) if seconds else None,
         "canonical_ids": {source: Strategy.uniform(unit, model.num_slots).id for source, unit in CANONICAL},
@@ -159,6 +169,7 @@ def run_sample(
     shard: str | tuple[int, int] | None = None,
     allow_unfinished: bool = False,
     group_size: int = GROUP_SIZE,
+    ablation: bool = True,
 ) -> pd.DataFrame:
     """Score ``num`` sampled strategies plus the canonical ones; returns every row of ``strategies.csv``.
 
@@ -172,7 +183,9 @@ def run_sample(
     to score only this process's share (see the module docstring); default from torchrun's
     environment. A shard that does not merge returns its own rows. A template whose training has
     not finished is refused unless ``allow_unfinished``. ``group_size``: strategies scored together
-    (see the module docstring; rows are written after each group).
+    (see the module docstring; rows are written after each group). ``ablation``: also score the
+    per-slot ablation's ``1 + 3 x slots`` strategies (``fusion3d.analysis.ablation``), which
+    ``analyze`` reads.
     """
     if num < 0:
         raise ValueError(f"--num must be >= 0, got {num}")
@@ -215,7 +228,7 @@ def run_sample(
     draw_seed = scorer.cfg.run.seed if seed is None else int(seed)
 
     main_csv, json_path = run.strategies, run.sample
-    plan = strategy_plan(plan_model, num, draw_seed)
+    plan = strategy_plan(plan_model, num, draw_seed, ablation)
     order = [s.id for s, _ in plan]
     if shard_n == 1:
         merge_shards(run_dir, order)  # what earlier sharded runs left behind
@@ -232,6 +245,7 @@ def run_sample(
         "device": str(scorer.device),
         "limit": limit,
         "shards": shard_n,
+        "ablation": bool(ablation),
     }
     if seeds:
         settings["template_seeds"] = [p.name for p in seeds]
@@ -302,7 +316,7 @@ def run_sample(
         if not merge_shards(run_dir, order):
             return df  # other shards still running: the last one to finish merges
         df = read_strategies(main_csv)
-    info.update(_totals(df, plan, plan_model, num, new_rows, seconds, t_start, recalibrate))
+    info.update(_totals(df, plan, plan_model, num, new_rows, seconds, t_start, recalibrate, ablation))
     atomic_write_text(json_path, json.dumps(info, indent=1) + "\n")
     return df
 
@@ -324,6 +338,7 @@ def command(args) -> int:
         progress=sys.stderr.isatty(),
         shard=(i, n),
         allow_unfinished=args.allow_unfinished,
+        ablation=not args.no_ablation,
     )
     run = RunDir(args.run)
     merged = not run.shard_rows(i, n).exists()
