@@ -56,7 +56,7 @@ def _train(args) -> int:
 def _retrain(args) -> int:
     from fusion3d.stages.retrain import command
 
-    return command(args.run, args.strategy, args.overrides)
+    return command(args.run, args.strategy, args.overrides, args.seeds)
 
 
 def _report(args) -> int:
@@ -243,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retrain", help="train one strategy alone with the run's recipe (the Table-2 analog)")
     p.add_argument("run", help="run directory written by `fusion3d train`")
     p.add_argument("--strategy", required=True, help="S, ST, S+ST, opt, top:K or a strategy JSON file")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="training seeds run.seed .. run.seed+K-1 (labels <label>, <label>#seed<s>; default 1)",
+    )
     p.add_argument(
         "overrides", nargs="*", default=[], metavar="key=value", help="config overrides for the retrain"
     )

@@ -19,7 +19,7 @@ from fusion3d.report.document import (
     Section,
     Table,
 )
-from fusion3d.report.sections_retrain import TABLE2_HEADER, _derived_table, _table2_rows
+from fusion3d.report.sections_retrain import TABLE2_HEADER, _derived_table, _seed_caption, _table2_rows
 from fusion3d.report.status import RETRAIN_LABELS, _commands, _retrain_cmd, retrain_parts
 from fusion3d.report.verdicts import _story_sentence, _verdict, headline
 from fusion3d.run.io import RunData, read_json
@@ -120,12 +120,13 @@ def _figure4_blocks(runs: dict[str, RunData]) -> list:
 
 def _motion_table2(m: RunData) -> Table | Missing:
     """The motion run's strategies trained alone (the Table-2 analog), or the commands that train them."""
-    if retrain_parts(m)[0] is not None:
+    t2 = retrain_parts(m)[0]
+    if t2 is not None:
         return Table(
             TABLE2_HEADER,
             _table2_rows(m),
             f"motion: strategies trained alone from scratch (Table-2 analog, {FILES['retrain']}); "
-            f"last column scored inside the template ({m.views()}).",
+            f"last column scored inside the template ({m.views()})." + _seed_caption(t2),
         )
     return Missing(
         "motion: no strategy trained alone yet (Table-2 analog).",

@@ -1,6 +1,12 @@
 """Sections of a run report about strategies trained alone and diagnostics: the Table-2 analog
 (and other strategies and backbones trained with the run's recipe), whether the template predicts
-accuracy trained alone, the derived backbone designs, and CKA / receptive-field diagnostics."""
+accuracy trained alone, the derived backbone designs, and CKA / receptive-field diagnostics.
+
+A retrain table in which some label was trained with several seeds (``fusion3d retrain --seeds K``)
+shows one row per label with top-1 and top-5 as mean +- standard error over its seeds, and, when
+every label compared has at least two seeds, whether Opt (a derived design, for a backbone) trained
+alone beats the best of S / ST / S+ST by more than one standard error
+(``fusion3d.analysis.standalone``). With one seed per label the tables are those of a single seed."""
 
 from __future__ import annotations
 
@@ -10,9 +16,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from fusion3d.analysis.standalone import compare_to_best, seed_summary
+from fusion3d.models.units import DESIGN_UNITS, UNITS
 from fusion3d.report import fmt
 from fusion3d.report.document import Code, Figures, Img, Items, Missing, Para, Section, Table
-from fusion3d.report.status import RETRAIN_LABELS, _commands, _missing_retrain, _retrain_cmd, retrain_parts
+from fusion3d.report.status import (
+    RETRAIN_LABELS,
+    _commands,
+    _missing_retrain,
+    _retrain_cmd,
+    base_labels,
+    retrain_parts,
+)
 from fusion3d.run.io import RunData
 from fusion3d.run.layout import FILES
 
@@ -53,24 +68,118 @@ def _retrain_cells(r) -> list[str]:
     ]
 
 
+def _finished(r) -> bool:
+    return str(r.get("complete", True)).lower() in ("true", "1")
+
+
+def multi_seed(t: pd.DataFrame | None) -> bool:
+    """Whether some label of the retrain table ``t`` was trained with more than one seed."""
+    return t is not None and "base_label" in t and bool(t["base_label"].astype(str).duplicated().any())
+
+
+def _seed_groups(t: pd.DataFrame) -> list[tuple[str, pd.Series, pd.DataFrame]]:
+    """(base label, the row of the run's seed (else the first), every row of the label) per base
+    label, in the table's order."""
+    out = []
+    for base, g in t.groupby(t["base_label"].astype(str), sort=False):
+        own = g[g["label"].astype(str) == base]
+        out.append((base, (own if len(own) else g).iloc[0], g))
+    return out
+
+
+def _mean_se(g: pd.DataFrame, col: str) -> str:
+    """``mean ± SE% (n seeds)`` of column ``col`` over a label's rows."""
+    if col not in g:
+        return "–"
+    s = seed_summary(g.assign(_label=0), col, "_label").iloc[0]
+    n = int(s["n"])
+    if n == 0:
+        return "–"
+    if n == 1:
+        return f"{fmt.pct(s['mean'])} (1 seed)"
+    return f"{s['mean']:.1f} ± {s['se']:.1f}% ({n} seeds)"
+
+
+def _seed_cells(r, g: pd.DataFrame) -> list[str]:
+    """``_retrain_cells`` of a label trained with several seeds: top-1 and top-5 as mean ± SE."""
+    cells = _retrain_cells(r)
+    cells[1], cells[2] = _mean_se(g, "top1"), _mean_se(g, "top5")
+    return cells
+
+
+def _not_finished(g: pd.DataFrame) -> str:
+    k = sum(not _finished(r) for _, r in g.iterrows())
+    if not k:
+        return ""
+    return " (**not finished**)" if len(g) == 1 else f" (**{k} of {len(g)} seeds not finished**)"
+
+
+def _seed_caption(t: pd.DataFrame | None) -> str:
+    if not multi_seed(t):
+        return ""
+    return (
+        " Top-1 and top-5: mean ± standard error of the mean over the label's training seeds "
+        "(`fusion3d retrain --seeds K`; sample SD / sqrt(n)); the other columns are the run's seed's."
+    )
+
+
+def _seed_verdict(
+    t: pd.DataFrame | None, label: str, canon: list[str], name: str, versus: str
+) -> Para | None:
+    """The sentence "<name> trained alone: X ± se vs <versus> (best) Y ± se: <verdict>", when
+    ``label`` and every label of ``canon`` have at least two seeds in ``t``; else None."""
+    if not multi_seed(t):
+        return None
+    names = [label, *canon]
+    rows = t[t["base_label"].astype(str).isin(names)]
+    summ = seed_summary(rows.assign(base_label=rows["base_label"].astype(str)))
+    n = dict(zip(summ["base_label"], summ["n"]))
+    if any(n.get(x, 0) < 2 for x in names):
+        return None
+    c = compare_to_best(summ, label, canon)
+    unfinished = (
+        "" if all(_finished(r) for _, r in rows.iterrows()) else " **Some of these seeds have not finished.**"
+    )
+    return Para(
+        f"{name} trained alone: {c['mean']:.1f} ± {c['se']:.1f}% vs {versus} ({c['best']}) "
+        f"{c['best_mean']:.1f} ± {c['best_se']:.1f}%: **{c['verdict']}** (difference {c['diff']:+.1f} "
+        f"points, combined standard error {c['se_diff']:.1f}; {c['n']} and {c['best_n']} seeds; mean ± "
+        f"standard error).{unfinished}"
+    )
+
+
 def _table2_rows(run: RunData, t: pd.DataFrame | None = None) -> list[list[str]]:
-    """Rows of the retrain table (default: the Table-2 part) with the same strategy's template score."""
+    """Rows of the retrain table (default: the Table-2 part) with the same strategy's template score;
+    one row per label with mean ± SE when some label has several seeds."""
     t = retrain_parts(run)[0] if t is None else t
     if t is None:
         return []
     order = {lab: i for i, lab in enumerate(RETRAIN_LABELS)}
+    sel = {} if run.strategies is None else {str(r["id"]): r for _, r in run.strategies.iterrows()}
+    col = run.score_col
+
+    def template(r) -> str:
+        s = sel.get(str(r.get("id")))
+        return fmt.pct(s.get(col)) if s is not None else "–"
+
+    if multi_seed(t):
+        t = t.assign(_o=[order.get(str(x), len(order)) for x in t["base_label"]]).sort_values(
+            ["_o", "base_label", "seed"], kind="stable"
+        )
+        rows = []
+        for base, r, g in _seed_groups(t):
+            label = "Opt" if base == "opt" else base
+            rows.append([f"**{label}**{_not_finished(g)}", *_seed_cells(r, g), template(r)])
+        return rows
     t = t.assign(_o=[order.get(str(x), len(order)) for x in t["label"]]).sort_values(
         ["_o", "label"], kind="stable"
     )
-    sel = {} if run.strategies is None else {str(r["id"]): r for _, r in run.strategies.iterrows()}
-    col = run.score_col
     rows = []
     for _, r in t.iterrows():
-        s = sel.get(str(r.get("id")))
         label = str(r["label"])
         label = "Opt" if label == "opt" else label
-        done = "" if str(r.get("complete", True)).lower() in ("true", "1") else " (**not finished**)"
-        rows.append([f"**{label}**{done}", *_retrain_cells(r), fmt.pct(s.get(col)) if s is not None else "–"])
+        done = "" if _finished(r) else " (**not finished**)"
+        rows.append([f"**{label}**{done}", *_retrain_cells(r), template(r)])
     return rows
 
 
@@ -83,7 +192,10 @@ def _table2_blocks(run: RunData, t2: pd.DataFrame | None, caption: str) -> list:
                 " ; ".join(_retrain_cmd(run, lab) for lab in RETRAIN_LABELS),
             )
         ]
-    blocks = [Table(TABLE2_HEADER, _table2_rows(run, t2), caption)]
+    blocks = [Table(TABLE2_HEADER, _table2_rows(run, t2), caption + _seed_caption(t2))]
+    verdict = _seed_verdict(t2, "opt", list(DESIGN_UNITS), "Opt", "the best canonical")
+    if verdict is not None:
+        blocks.append(verdict)
     missing = _missing_retrain(run)
     if missing:
         blocks.append(
@@ -103,7 +215,7 @@ def _other_blocks(run: RunData, other: pd.DataFrame, caption: str) -> list:
         picked = {str(x) for x in run.validate["strategies"]}
     rest = other[~other["id"].astype(str).isin(picked)] if picked else other
     if picked & set(other["id"].astype(str)):
-        k = len(other) - len(rest)
+        k = len(base_labels(other)) - len(base_labels(rest))
         blocks.append(
             Para(
                 f"{k} more {'strategy' if k == 1 else 'strategies'} trained alone by the "
@@ -115,22 +227,44 @@ def _other_blocks(run: RunData, other: pd.DataFrame, caption: str) -> list:
             Table(
                 TABLE2_HEADER,
                 _table2_rows(run, rest),
-                "Other strategies of this network trained alone. " + caption,
+                "Other strategies of this network trained alone. " + caption + _seed_caption(rest),
             )
         )
     return blocks
 
 
 def _backbones_table(run: RunData, backbones: pd.DataFrame) -> Table:
-    rows = [
-        [fmt.code(r["label"]), str(r.get("model", "?")), *_retrain_cells(r)] for _, r in backbones.iterrows()
-    ]
+    if multi_seed(backbones):
+        rows = [
+            [fmt.code(base) + _not_finished(g), str(r.get("model", "?")), *_seed_cells(r, g)]
+            for base, r, g in _seed_groups(backbones)
+        ]
+    else:
+        rows = [
+            [fmt.code(r["label"]), str(r.get("model", "?")), *_retrain_cells(r)]
+            for _, r in backbones.iterrows()
+        ]
     return Table(
         BACKBONES_HEADER,
         rows,
         "Other backbones trained on this run's data (the Table-6 analog); each row's recipe, with "
-        f"any overrides, is in {run.files.retrain_dir.name}/<label>/{FILES['config']}.",
+        f"any overrides, is in {run.files.retrain_dir.name}/<label>/{FILES['config']}."
+        + _seed_caption(backbones),
     )
+
+
+def _backbone_verdicts(backbones: pd.DataFrame) -> list[Para]:
+    """Per backbone, each design (a label that is not a unit) against the backbone's S / ST / S+ST."""
+    out = []
+    for base in base_labels(backbones):
+        strategy, _, model = base.rpartition("@")
+        if not strategy or strategy in UNITS:
+            continue
+        canon = [f"{u}@{model}" for u in DESIGN_UNITS]
+        v = _seed_verdict(backbones, base, canon, fmt.code(base), f"the best of {model}'s S / ST / S+ST")
+        if v is not None:
+            out.append(v)
+    return out
 
 
 def _section_table2(run: RunData) -> Section:
@@ -145,6 +279,7 @@ def _section_table2(run: RunData) -> Section:
         sec.blocks.extend(_other_blocks(run, other, caption))
     if backbones is not None:
         sec.blocks.append(_backbones_table(run, backbones))
+        sec.blocks.extend(_backbone_verdicts(backbones))
     return sec
 
 

@@ -46,10 +46,19 @@ def _is_table2_label(label: str) -> bool:
     return label in RETRAIN_LABELS or bool(re.fullmatch(r"top\d+", label))
 
 
+def base_labels(t: pd.DataFrame | None) -> list[str]:
+    """The labels of a retrain table without their seed suffixes, once each, in order."""
+    if t is None:
+        return []
+    col = t["base_label"] if "base_label" in t else t["label"]
+    return list(dict.fromkeys(col.astype(str)))
+
+
 def retrain_parts(run: RunData) -> tuple[pd.DataFrame | None, pd.DataFrame | None, pd.DataFrame | None]:
     """The retrain table split in three: the Table-2 analog (S, ST, S+ST, opt, topK of the run's own
     network), other strategies of the run's network (``fusion3d validate`` picks, strategy files), and
-    other backbones trained with the run's recipe (``model`` column differs: the Table-6 analog)."""
+    other backbones trained with the run's recipe (``model`` column differs: the Table-6 analog). A
+    label's rows of every training seed go to the same part (by ``base_label``)."""
     t = run.retrain
     if t is None or t.empty:
         return None, None, None
@@ -58,14 +67,14 @@ def retrain_parts(run: RunData) -> tuple[pd.DataFrame | None, pd.DataFrame | Non
         same = t["model"].isna() | (t["model"].astype(str) == str(own))
     else:
         same = pd.Series(True, index=t.index)
-    table2 = same & t["label"].astype(str).map(_is_table2_label)
+    labels = t["base_label"] if "base_label" in t else t["label"]
+    table2 = same & labels.astype(str).map(_is_table2_label)
     parts = (t[table2], t[same & ~table2], t[~same])
     return tuple(x if len(x) else None for x in parts)
 
 
 def _missing_retrain(run: RunData) -> list[str]:
-    t2 = retrain_parts(run)[0]
-    have = set() if t2 is None else {str(x) for x in t2["label"]}
+    have = set(base_labels(retrain_parts(run)[0]))
     return [lab for lab in RETRAIN_LABELS if lab not in have]
 
 
@@ -119,7 +128,7 @@ def _analyze_row(run: RunData, c: dict[str, str], n: int) -> list[str]:
 def _retrain_row(run: RunData) -> list[str]:
     missing = _missing_retrain(run)
     t2, other, backbones = retrain_parts(run)
-    done = [] if t2 is None else [str(x) for x in t2["label"]]
+    done = base_labels(t2)
     if not done:
         row = [
             "retrain",
@@ -134,7 +143,7 @@ def _retrain_row(run: RunData) -> list[str]:
             "; ".join(fmt.code(_retrain_cmd(run, lab)) for lab in missing),
         ]
     extra = [
-        f"{len(x)} {what}"
+        f"{len(base_labels(x))} {what}"
         for x, what in ((other, "other strategies"), (backbones, "backbone runs"))
         if x is not None
     ]

@@ -22,11 +22,12 @@ import yaml
 from fusion3d.errors import FusionError
 from fusion3d.models.units import CANONICAL_SOURCES
 from fusion3d.run.layout import FILES, RUN_MARKERS, RunDir
+from fusion3d.run.retrains import with_seed_columns
 from fusion3d.run.seeds import seed_dirs
 from fusion3d.run.strategies import STRING_COLUMNS
 
 # Columns read as strings (strategy strings and ids look like numbers to pandas).
-RETRAIN_STRING_COLUMNS = {**STRING_COLUMNS, "label": str}
+RETRAIN_STRING_COLUMNS = {**STRING_COLUMNS, "label": str, "base_label": str}
 # Columns without which a table is ignored (with a problem): role -> columns.
 REQUIRED_COLUMNS = {
     "strategies": {"strategy", "id", "source", "macs", "top1_before"},
@@ -137,6 +138,9 @@ class RunData:
         self.top = read_csv(f.top, self.problems, dtype=STRING_COLUMNS)
         self.retrain = read_csv(f.retrain, self.problems, dtype=RETRAIN_STRING_COLUMNS)
         self._check_tables()
+        if self.retrain is not None:  # rows from before the seed columns: the run's seed
+            seed = self.cfg("run", "seed", default=0)
+            self.retrain = with_seed_columns(self.retrain, seed if is_number(seed) else 0)
         self.derived = []
         for p in sorted(f.derived_dir.glob("*.json")) if f.derived_dir.is_dir() else []:
             v = read_json(p, self.problems)

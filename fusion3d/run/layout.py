@@ -7,7 +7,7 @@ A run directory is written by ``fusion3d train`` and then grows stage by stage::
     marginals.csv  top_strategies.csv  opt_strategy.json  analysis.json       analyze
       ablation.csv  figure4.png  figure4_sampling.png  acc_vs_flops.png  acc_hist.png
       rf_vs_accuracy.png  depth_keep.png  cka.csv  cka.json  cka_*.png
-    retrain.csv  retrain/<label>/                                             retrain
+    retrain.csv  retrain/<label>/  (retrain/<label>#seed<s>/: --seeds K)      retrain
     validate.json  validate.csv  validate_scatter.png  validate/               agreement
     derived/<backbone>_<rule>.json                                            derive
     bench.json  bench_<table>_scores.csv                                      bench score

@@ -7,7 +7,7 @@ ranking survives training each strategy alone. This stage checks it:
    nearest to ``M`` scores evenly spaced from the best to the worst, both included);
 2. train each alone with the run's recipe (``fusion3d retrain``, so each lives in
    ``RUN/retrain/<id>/`` and adds a row to ``retrain.csv``; a strategy already trained alone there,
-   under any label, is reused);
+   under any label, is reused; rows of extra training seeds, ``<label>#seed<s>``, are not used);
 3. report Kendall's tau-b and Spearman's rho between the template score (before and after BatchNorm
    recalibration) and the stand-alone top-1, next to the same statistics for a FLOPs-only ranking
    (more MACs = better), with permutation p-values, in ``validate.json``, ``validate.csv`` and the
@@ -34,6 +34,7 @@ from fusion3d.engine.standalone import run_retrain
 from fusion3d.models.strategy import Strategy
 from fusion3d.run.layout import RunDir
 from fusion3d.run.loading import run_config
+from fusion3d.run.retrains import base_label
 from fusion3d.run.strategies import read_strategies
 from fusion3d.utils import atomic_write_text, save_figure
 
@@ -155,7 +156,8 @@ def run_validate(
             return pd.DataFrame(columns=["id", "top1", "top5", "label", "measured_on", "complete"])
         r = pd.read_csv(retrain_path, dtype={"id": str})
         same_model = r["model"].fillna(model_name) == model_name if "model" in r else True
-        return r[(r["complete"].astype(str) == "True") & same_model]
+        run_seed = r["label"].astype(str).map(base_label) == r["label"].astype(str)  # not <label>#seed<s>
+        return r[(r["complete"].astype(str) == "True") & same_model & run_seed]
 
     have = set(done_rows()["id"])
     todo = []

@@ -12,23 +12,41 @@ With ``model.name=<backbone>`` among the overrides the same recipe trains a back
 its label gets ``@<backbone>`` appended, so ``retrain.csv`` holds the Table-6 analog next to the
 Table-2 analog. A label that is a unit name (S, ST, S+ST) means that unit at every slot of whatever
 network is trained.
+
+``--seeds K`` (default 1) trains the strategy with K training seeds: the run's ``run.seed`` s0 under
+the plain label, and s0+1 .. s0+K-1 under ``<label>#seed<s>`` (``retrain/S#seed1/``, a row each in
+``retrain.csv``, whose ``seed`` and ``base_label`` columns say which is which). Finished seeds are
+not trained again, so a rerun adds nothing and a larger K adds only the new seeds. With more than
+one seed per label the report shows mean +- standard error over the seeds, and whether Opt trained
+alone beats the best canonical strategy by more than one standard error.
 """
 
 from __future__ import annotations
 
 import time
 
-from fusion3d.engine.standalone import run_retrain
+import pandas as pd
+
+from fusion3d.analysis.standalone import seed_summary
+from fusion3d.engine.standalone import run_retrain, run_retrain_seeds
 from fusion3d.run.layout import RunDir
 
-__all__ = ["command", "run_retrain"]
+__all__ = ["command", "run_retrain", "run_retrain_seeds"]
 
 
-def command(run_dir: str, spec: str, overrides: list[str]) -> int:
+def command(run_dir: str, spec: str, overrides: list[str], seeds: int = 1) -> int:
     t0 = time.time()
-    row = run_retrain(run_dir, spec, overrides)
-    print(
-        f"{row['label']} ({row['strategy']}): top-1 {row['top1']:.1f}% on {row['measured_on']} "
-        f"in {time.time() - t0:.1f}s -> {RunDir(run_dir).retrain}"
-    )
+    rows = run_retrain_seeds(run_dir, spec, overrides, seeds)
+    took = f"in {time.time() - t0:.1f}s -> {RunDir(run_dir).retrain}"
+    for row in rows:
+        print(
+            f"{row['label']} ({row['strategy']}): top-1 {row['top1']:.1f}% on {row['measured_on']}"
+            + ("" if len(rows) > 1 else f" {took}")
+        )
+    if len(rows) > 1:
+        s = seed_summary(pd.DataFrame(rows)).iloc[0]
+        print(
+            f"{s['base_label']} over {int(s['n'])} seeds: top-1 {s['mean']:.1f} +- {s['se']:.1f}% (standard "
+            f"error; SD {s['sd']:.1f}, range {s['min']:.1f}-{s['max']:.1f}) {took}"
+        )
     return 0
