@@ -109,6 +109,9 @@ def headline(run: RunData) -> list[str]:
         return _fixed_headline(run)
     out = []
     c = _commands(run)
+    abl = ablation_sentence(run.ablation)  # the measured per-slot answer comes first
+    if abl:
+        out.append(abl)
     p, _, _ = run.drop_probs()
     if p is not None and run.vdroppath_reached():
         out.append(_pref_sentence(p, run.cfg("model", "drop_init")))
@@ -124,9 +127,6 @@ def headline(run: RunData) -> list[str]:
             f"Training stopped after epoch {run.epochs_done} of {run.total_epochs or '?'} "
             f"(resume: {fmt.code(c['train'])})."
         )
-    abl = ablation_sentence(run.ablation)
-    if abl:
-        out.append(abl)
     acc = _accuracy_sentence(run)
     if acc:
         out.append(acc)
