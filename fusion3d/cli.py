@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     from fusion3d.models.spec import ModelConfig  # noqa: F401 - registers the models
 
     p.add_argument("--backbone", required=True, help=f"a registered model: {', '.join(list_models())}")
-    p.add_argument("--rule", default="argmax", choices=["argmax", "budget", "paper"])
+    p.add_argument("--rule", default="argmax", choices=["argmax", "budget", "paper", "ablation"])
     p.add_argument(
         "--macs-budget",
         "--flops-budget",

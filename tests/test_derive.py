@@ -89,7 +89,7 @@ def analysed(tiny_motion, tmp_path_factory):
     return run
 
 
-@pytest.mark.parametrize("rule", ["argmax", "paper", "budget"])
+@pytest.mark.parametrize("rule", ["argmax", "paper", "budget", "ablation"])
 def test_derived_design_is_a_strategy_file_for_the_backbone(analysed, rule):
     from fusion3d.models import Strategy, count_macs, count_params, create
     from fusion3d.stages.derive import derive
@@ -112,6 +112,30 @@ def test_derived_design_is_a_strategy_file_for_the_backbone(analysed, rule):
         assert d["macs"] <= budget * 1e9
     if rule == "paper":
         assert list(s.units) == paper_units(model.num_slots)
+
+
+def test_the_ablation_rule_picks_the_best_scoring_unit_of_each_block(analysed, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from fusion3d.stages.derive import derive
+
+    run = tmp_path / "run"
+    shutil.copytree(analysed, run)
+    table = pd.read_csv(run / "ablation.csv")
+    n = len(table)
+    # made-up scores: ST best in the first half of the slots, S+ST in the second, never S
+    table["S"] = 10.0
+    table["ST"] = [60.0 if i < n // 2 else 20.0 for i in range(n)]
+    table["S+ST"] = [20.0 if i < n // 2 else 60.0 for i in range(n)]
+    table.to_csv(run / "ablation.csv", index=False)
+    d = derive(run, "resnet18_3d", rule="ablation", width_mult=0.25)
+    depths = [m["depth"] for m in d["mapping"]]
+    assert d["units"] == ["ST" if x < 0.5 else "S+ST" for x in depths]
+    (run / "ablation.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="--no-ablation"):
+        derive(run, "resnet18_3d", rule="ablation")
 
 
 def test_derive_without_analysis_or_with_a_bad_rule_says_what_to_do(analysed, tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 
 from fusion3d.models.units import DESIGN_UNITS
 
-RULES: tuple[str, ...] = ("argmax", "budget", "paper")
+RULES: tuple[str, ...] = ("argmax", "budget", "paper", "ablation")
 
 
 def relative_depths(n: int) -> np.ndarray:

@@ -19,7 +19,10 @@ marginals (``marginals.csv``, written by ``fusion3d analyze``):
      stay within ``--macs-budget`` (G MACs per clip at the input shape): a multiple-choice knapsack,
      solved exactly by dynamic programming over Pareto-optimal partial designs (``budget_units``);
    - ``paper``: the paper's hand-written rule for ResNets, "S+ST in the first half and the last
-     three blocks, ST elsewhere", for comparison (it reads no marginals).
+     three blocks, ST elsewhere", for comparison (it reads no marginals);
+   - ``ablation``: instead of the marginals, the per-slot ablation's scores (``ablation.csv``: all-S
+     with that slot set to S, ST or S+ST), mapped by relative depth the same way, and the best-scoring
+     unit of each block (ties: S, then ST, then S+ST).
 
 3. The design is written to ``RUN/derived/<backbone>_<rule>.json``: the strategy (``units``, ``string``,
    ``id``, ``slots`` = block names), ``macs`` and ``params`` at the input shape, the canonical
@@ -70,6 +73,21 @@ def read_marginals(run_dir: Path, convention: str) -> tuple[list[str], np.ndarra
     return df["slot"].tolist(), df[cols].to_numpy(float)
 
 
+def read_ablation(run_dir: Path) -> tuple[list[str], np.ndarray]:
+    """Slot names and (num_slots, 3) ablation scores of S / ST / S+ST from ``ablation.csv``."""
+    path = RunDir(run_dir).ablation
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: run `fusion3d sample {run_dir}` (without --no-ablation) and "
+            f"`fusion3d analyze {run_dir}` first"
+        )
+    df = pd.read_csv(path)
+    missing = [c for c in ("slot", *DESIGN_UNITS) if c not in df]
+    if missing:
+        raise ValueError(f"{path} has no columns {missing}")
+    return df["slot"].tolist(), df[list(DESIGN_UNITS)].to_numpy(float)
+
+
 def derive(
     run_dir: str | Path,
     backbone: str,
@@ -93,7 +111,7 @@ def derive(
     if rule == "budget" and macs_budget is None:
         raise ValueError("--rule budget needs --macs-budget (G MACs per clip)")
     cfg = run_config(run_dir)
-    slots, marg = read_marginals(run_dir, convention)
+    slots, marg = read_ablation(run_dir) if rule == "ablation" else read_marginals(run_dir, convention)
     classes = run_classes(run_dir)
     num_classes = cfg.model.num_classes or max(len(classes), 1)
     kwargs = {"width_mult": width_mult} if width_mult != 1.0 else {}
@@ -103,7 +121,7 @@ def derive(
     m = model.num_slots
     probs = map_marginals(marg, m)
 
-    if rule == "argmax":
+    if rule in ("argmax", "ablation"):  # for the ablation, per-block scores (rows renormalised)
         units = argmax_units(probs)
     elif rule == "paper":
         units = paper_units(m)
