@@ -33,9 +33,9 @@ def tiny_motion(tmp_path_factory):
     )
 
 
-def tiny_overrides(root, tmp_path, **extra) -> list[str]:
-    """Config overrides for a fast run of the tiny preset on a dataset in the UCF101 layout."""
-    base = {
+def tiny_data(root, tmp_path) -> dict:
+    """The data keys of the tests' small clips (4x40x40 from 48-52 px) on a dataset in the UCF101 layout."""
+    return {
         "data.root": root,
         "data.annotations": root / "ucfTrainTestlist",
         "data.cache_dir": tmp_path / "cache",
@@ -43,6 +43,13 @@ def tiny_overrides(root, tmp_path, **extra) -> list[str]:
         "data.short_side_max": 52,
         "data.crop_size": 40,
         "data.clip_len": 4,
+    }
+
+
+def tiny_overrides(root, tmp_path, **extra) -> list[str]:
+    """Config overrides for a fast run of the tiny preset on a dataset in the UCF101 layout."""
+    base = {
+        **tiny_data(root, tmp_path),
         "data.flip": "off",
         "run.out": tmp_path / "run",
         "run.threads": 1,

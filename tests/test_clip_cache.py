@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_data
 
 from fusion3d.config import ConfigError, check_config, load_config
 from fusion3d.data import clip_cache
@@ -29,19 +30,7 @@ from fusion3d.errors import FusionError
 
 
 def _cfg(root, tmp_path, *extra):
-    return load_config(
-        None,
-        [
-            f"data.root={root}",
-            f"data.annotations={root / 'ucfTrainTestlist'}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            "data.short_side=48",
-            "data.short_side_max=52",
-            "data.crop_size=40",
-            "data.clip_len=4",
-            *extra,
-        ],
-    )
+    return load_config(None, [*(f"{k}={v}" for k, v in tiny_data(root, tmp_path).items()), *extra])
 
 
 def test_cache_size_is_views_times_frames_times_pixels_times_three_bytes():

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import torchrun
+from conftest import tiny_data, torchrun
 
 from fusion3d.config import load_config
 from fusion3d.data.clip_cache import build_clip_cache, build_clip_part, cache_key, merge_clip_parts
@@ -21,18 +21,8 @@ BROKEN = (1, 6)  # one video in each half of the 8 test videos: each rank of two
 
 
 def _over(root, tmp_path, *extra) -> list[str]:
-    return [
-        f"data.root={root}",
-        f"data.annotations={root / 'ucfTrainTestlist'}",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        "data.short_side=48",
-        "data.short_side_max=52",
-        "data.crop_size=40",
-        "data.clip_len=4",
-        "data.test_clips=2",
-        "data.num_workers=0",
-        *extra,
-    ]
+    data = {**tiny_data(root, tmp_path), "data.test_clips": 2, "data.num_workers": 0}
+    return [*(f"{k}={v}" for k, v in data.items()), *extra]
 
 
 COMPRESSIONS = ([], ["data.cache_compression=zlib"])

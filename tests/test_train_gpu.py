@@ -126,6 +126,10 @@ class _Killed(Exception):
     pass
 
 
+def _records(run):
+    return [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_run_killed_mid_epoch_resumes_to_identical_weights(tiny_motion, tmp_path, monkeypatch):
     """The uninterrupted run with default keys (epoch-end checkpoints only) against one that saves every
     step and dies right after the checkpoint of batch 1 of its v-DropPath epoch, then resumes."""
@@ -148,10 +152,7 @@ def test_run_killed_mid_epoch_resumes_to_identical_weights(tiny_motion, tmp_path
     resumed = train(load_config(None, over), resume="auto")
     assert resumed["weights_sha1"] == ref["weights_sha1"]
     assert resumed["drop_probs"] == ref["drop_probs"]
-    recs = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    ref_recs = [
-        json.loads(ln) for ln in (tmp_path / "ref" / "run" / "metrics.jsonl").read_text().splitlines()
-    ]
+    recs, ref_recs = _records(tmp_path / "run"), _records(tmp_path / "ref" / "run")
     steps = [r["step"] for r in recs if r["kind"] == "step"]
     assert steps == sorted(set(steps)) == [r["step"] for r in ref_recs if r["kind"] == "step"]
     (epoch,) = [r for r in recs if r["kind"] == "epoch"]
@@ -193,9 +194,6 @@ def test_run_sigkilled_mid_epoch_resumes_to_identical_weights(tiny_motion, tmp_p
     resumed = train(load_config(None, over), resume="auto")
     assert resumed["weights_sha1"] == ref["weights_sha1"]
     assert resumed["drop_probs"] == ref["drop_probs"]
-    recs = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    ref_recs = [
-        json.loads(ln) for ln in (tmp_path / "ref" / "run" / "metrics.jsonl").read_text().splitlines()
-    ]
+    recs, ref_recs = _records(tmp_path / "run"), _records(tmp_path / "ref" / "run")
     steps = [(r["step"], r["loss"]) for r in recs if r["kind"] == "step"]
     assert steps == [(r["step"], r["loss"]) for r in ref_recs if r["kind"] == "step"]

@@ -298,8 +298,11 @@ class GatedSlot(nn.Module):
         return self.activation_checkpointing and self.training and torch.is_grad_enabled()
 
     def gated_forward(self, x: torch.Tensor, md: Multiplier, ms: Multiplier, mt: Multiplier) -> torch.Tensor:
-        """The slot's output for the multipliers ``draw_gates`` gave; draws nothing (each slot kind)."""
-        raise NotImplementedError
+        """The slot's output for the multipliers ``draw_gates`` gave; draws nothing. Each slot kind
+        defines it (or, like a user's slot, defines ``forward`` itself and never reaches this)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} defines neither gated_forward nor forward: a slot kind needs one of them"
+        )
 
     def _paths(
         self, x: torch.Tensor, md: Multiplier = 1.0
