@@ -198,13 +198,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_stage("analyze"))
 
-    p = sub.add_parser("derive", help="derive a fusion design for a backbone from the run's marginals")
+    p = sub.add_parser(
+        "derive", help="derive a fusion design for a backbone from the run's ablation or marginals"
+    )
     p.add_argument("run", help="run directory with marginals.csv (after `fusion3d analyze`)")
     from fusion3d.models.registry import list_models  # torch-free: cheap to import while parsing
     from fusion3d.models.spec import ModelConfig  # noqa: F401 - registers the models
 
     p.add_argument("--backbone", required=True, help=f"a registered model: {', '.join(list_models())}")
-    p.add_argument("--rule", default="argmax", choices=["argmax", "budget", "paper", "ablation"])
+    p.add_argument(
+        "--rule",
+        default="auto",
+        choices=["auto", "argmax", "budget", "paper", "ablation"],
+        help="auto (default): ablation where the run has ablation.csv, else argmax",
+    )
     p.add_argument(
         "--macs-budget",
         "--flops-budget",

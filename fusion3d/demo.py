@@ -205,10 +205,10 @@ def run_demo(out: str = "runs/demo", quick: bool = False) -> int:
     results["motion"]["timings"].append(
         ("derive " + ", ".join(b for b, _ in DERIVE) + " designs", time.time() - t1)
     )
-    print("\n== derived designs (motion marginals mapped by relative depth, argmax rule)")
+    print("\n== derived designs (the motion template's per-slot answers mapped by relative depth)")
     for d in designs:
         print(
-            f"  {d['backbone']:<14} {d['string']}  {d['macs'] / 1e9:.2f} G MACs at {d['input_shape']} "
+            f"  {d['backbone']:<14} {d['string']}  ({d['rule']} rule)  {d['macs'] / 1e9:.2f} G MACs at {d['input_shape']} "
             f"(all-S {d['canonical']['S']['macs'] / 1e9:.2f} G, all-S+ST {d['canonical']['S+ST']['macs'] / 1e9:.2f} G)"
             f" -> {d['path']}"
         )

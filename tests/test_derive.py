@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -133,9 +135,16 @@ def test_the_ablation_rule_picks_the_best_scoring_unit_of_each_block(analysed, t
     d = derive(run, "resnet18_3d", rule="ablation", width_mult=0.25)
     depths = [m["depth"] for m in d["mapping"]]
     assert d["units"] == ["ST" if x < 0.5 else "S+ST" for x in depths]
+    auto = derive(run, "resnet18_3d", width_mult=0.25)  # the default rule reads the ablation where it exists
+    assert auto["rule"] == "ablation" and auto["units"] == d["units"]
+    assert Path(auto["path"]).name == "resnet18_3d_ablation.json"
     (run / "ablation.csv").unlink()
     with pytest.raises(FileNotFoundError, match="--no-ablation"):
         derive(run, "resnet18_3d", rule="ablation")
+    fallback = derive(run, "resnet18_3d", width_mult=0.25)  # ... and the marginals where it does not
+    marginals = derive(run, "resnet18_3d", rule="argmax", width_mult=0.25)
+    assert fallback["rule"] == "argmax" and fallback["units"] == marginals["units"]
+    assert Path(fallback["path"]).name == "resnet18_3d_argmax.json"
 
 
 def test_derive_without_analysis_or_with_a_bad_rule_says_what_to_do(analysed, tmp_path):
@@ -161,7 +170,7 @@ def test_a_backbone_trains_with_a_derived_design_through_the_cli(analysed, tiny_
     if not design.is_file():
         from fusion3d.stages.derive import derive
 
-        derive(analysed, "resnet18_3d", width_mult=0.25)
+        derive(analysed, "resnet18_3d", rule="argmax", width_mult=0.25)
     over = tiny_overrides(
         tiny_motion,
         tmp_path,

@@ -89,7 +89,7 @@ def test_first_run_commands_work_end_to_end(tmp_path, monkeypatch, capsys):
         "figure4.png",
         "opt_strategy.json",
         "retrain.csv",
-        "derived/resnet18_3d_argmax.json",
+        "derived/resnet18_3d_ablation.json",
         "report.html",
         "report.md",
         "rf_vs_accuracy.png",

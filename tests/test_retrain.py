@@ -269,3 +269,42 @@ def test_seed_labels():
     assert seed_label("S@resnet18_3d", 3) == "S@resnet18_3d#seed3"
     assert base_label("S@resnet18_3d#seed3") == "S@resnet18_3d" and base_label("opt") == "opt"
     assert label_seed("opt#seed12") == 12 and label_seed("opt") is None
+
+
+def test_retrain_csv_text_columns_survive_a_read_and_write_back(tmp_path):
+    from fusion3d.run.retrains import read_retrain
+
+    path = tmp_path / "retrain.csv"
+    table = pd.DataFrame(
+        {
+            "label": ["0123", "1e5", "S#seed1"],
+            "base_label": ["0123", "1e5", "S"],
+            "id": ["0012345678", "1e51234567", "abcdef0123"],
+            "strategy": ["S|S", "ST|ST", "S|S"],
+            "top1": [50.0, 60.0, 55.0],
+        }
+    )
+    table.to_csv(path, index=False)
+    back = read_retrain(path)
+    assert back["id"].tolist() == table["id"].tolist() and back["label"].tolist() == table["label"].tolist()
+    back.to_csv(path, index=False)  # what run_retrain does after adding its row
+    assert read_retrain(path)["id"].tolist() == ["0012345678", "1e51234567", "abcdef0123"]
+
+
+def test_agreement_reuses_only_complete_rows_of_the_run_model_and_seed():
+    from fusion3d.run.retrains import reusable_rows
+
+    table = pd.DataFrame(
+        {
+            "label": ["S", "S#seed1", "ST", "opt", "S@resnet18_3d", "top:1"],
+            "id": ["a", "a", "b", "c", "a", "d"],
+            "complete": ["True", "True", "False", "True", "True", "True"],
+            "model": ["tiny", "tiny", "tiny", None, "resnet18_3d", "tiny"],
+        }
+    )
+    kept = reusable_rows(table, "tiny")
+    # the extra seed, the unfinished run and the other backbone are not reused; a row without a
+    # model (written before the column existed) is the run's own
+    assert kept["label"].tolist() == ["S", "opt", "top:1"]
+    without_model = reusable_rows(table.drop(columns="model"), "tiny")
+    assert without_model["label"].tolist() == ["S", "opt", "S@resnet18_3d", "top:1"]

@@ -172,7 +172,9 @@ mine = per_rank.get(os.environ["RANK"], {})
 try:
     train(load_config(None, over + mine.get("overrides", [])), resume=mine.get("resume"))
 except FusionError as e:
-    print(f"rank {os.environ['RANK']} stopped: {e}", flush=True)
+    # one write() per line: the two ranks share one pipe, and a pipe write under PIPE_BUF bytes
+    # is never interleaved with another
+    os.write(1, f"rank {os.environ['RANK']} stopped: {e}\\n".encode())
     sys.exit(2)
 """
 

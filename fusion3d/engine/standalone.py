@@ -24,7 +24,7 @@ from fusion3d.models import build_model, count_macs, count_params
 from fusion3d.models.strategy import resolve_strategy
 from fusion3d.run.layout import RunDir
 from fusion3d.run.loading import run_classes, run_config, run_strategy_spec
-from fusion3d.run.retrains import seed_label, with_seed_columns
+from fusion3d.run.retrains import read_retrain, seed_label, with_seed_columns
 from fusion3d.utils import atomic_write_text, file_lock
 
 
@@ -66,7 +66,7 @@ def run_retrain(run_dir: str | Path, spec: str, overrides: list[str] = (), seed:
     }
     with file_lock(run.lock("retrain")):  # retrains of one run may finish together
         if run.retrain.is_file():  # rows from before the seed columns get them (the run's seed)
-            table = with_seed_columns(pd.read_csv(run.retrain), base.run.seed)
+            table = with_seed_columns(read_retrain(run.retrain), base.run.seed)
         else:
             table = pd.DataFrame(columns=list(row))
         table = pd.concat([table[table["label"] != name], pd.DataFrame([row])], ignore_index=True)

@@ -407,7 +407,8 @@ def _derived_table(derived: list[tuple[Path, dict]], rel_to: Path) -> Table:
     return Table(
         ["file", "backbone", "units per block", "MACs per clip", "params", "rule"],
         rows,
-        "Backbone designs derived from the template's marginals (computed, not trained or measured). "
+        "Backbone designs derived from the template's per-slot ablation (rule `ablation`) or marginals "
+        "(computed, not trained or measured). "
         "Train one with the run's recipe: `fusion3d retrain RUN --strategy DESIGN.json model.name=BACKBONE`.",
     )
 

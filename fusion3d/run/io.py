@@ -22,12 +22,11 @@ import yaml
 from fusion3d.errors import FusionError
 from fusion3d.models.units import CANONICAL_SOURCES
 from fusion3d.run.layout import FILES, RUN_MARKERS, RunDir
-from fusion3d.run.retrains import with_seed_columns
+from fusion3d.run.retrains import RETRAIN_STRING_COLUMNS, with_seed_columns
 from fusion3d.run.seeds import seed_dirs
 from fusion3d.run.strategies import STRING_COLUMNS
 
 # Columns read as strings (strategy strings and ids look like numbers to pandas).
-RETRAIN_STRING_COLUMNS = {**STRING_COLUMNS, "label": str, "base_label": str}
 # Columns without which a table is ignored (with a problem): role -> columns.
 REQUIRED_COLUMNS = {
     "strategies": {"strategy", "id", "source", "macs", "top1_before"},

@@ -17,6 +17,9 @@ import re
 import pandas as pd
 
 SEED_SUFFIX = "#seed"
+# Text columns of ``retrain.csv``: read as strings, so that an id or a label that looks like a number
+# ("0123456789", "1e5") is never rewritten as one when the table is read and written back.
+RETRAIN_STRING_COLUMNS = {"id": str, "strategy": str, "label": str, "base_label": str, "model": str}
 _SUFFIX = re.compile(re.escape(SEED_SUFFIX) + r"(\d+)$")
 
 
@@ -34,6 +37,20 @@ def label_seed(label) -> int | None:
     """The seed in ``label``'s suffix, or None when it has none."""
     m = _SUFFIX.search(str(label))
     return int(m.group(1)) if m else None
+
+
+def read_retrain(path) -> pd.DataFrame:
+    """``retrain.csv`` as written, its text columns as strings (``RETRAIN_STRING_COLUMNS``)."""
+    return pd.read_csv(path, dtype=RETRAIN_STRING_COLUMNS)
+
+
+def reusable_rows(table: pd.DataFrame, model_name: str) -> pd.DataFrame:
+    """The rows of ``retrain.csv`` that ``fusion3d agreement`` may reuse instead of training again:
+    complete, of the run's own model (a row without a model is the run's), and trained with the
+    run's seed (a ``<label>#seed<s>`` row is an extra seed of a label and is left out)."""
+    same_model = table["model"].fillna(model_name) == model_name if "model" in table else True
+    run_seed = table["label"].astype(str).map(base_label) == table["label"].astype(str)
+    return table[(table["complete"].astype(str) == "True") & same_model & run_seed]
 
 
 def with_seed_columns(table: pd.DataFrame, run_seed: int) -> pd.DataFrame:

@@ -34,7 +34,7 @@ from fusion3d.engine.standalone import run_retrain
 from fusion3d.models.strategy import Strategy
 from fusion3d.run.layout import RunDir
 from fusion3d.run.loading import run_config
-from fusion3d.run.retrains import base_label
+from fusion3d.run.retrains import read_retrain, reusable_rows
 from fusion3d.run.strategies import read_strategies
 from fusion3d.utils import atomic_write_text, save_figure
 
@@ -154,10 +154,7 @@ def run_validate(
     def done_rows() -> pd.DataFrame:
         if not retrain_path.is_file():
             return pd.DataFrame(columns=["id", "top1", "top5", "label", "measured_on", "complete"])
-        r = pd.read_csv(retrain_path, dtype={"id": str})
-        same_model = r["model"].fillna(model_name) == model_name if "model" in r else True
-        run_seed = r["label"].astype(str).map(base_label) == r["label"].astype(str)  # not <label>#seed<s>
-        return r[(r["complete"].astype(str) == "True") & same_model & run_seed]
+        return reusable_rows(read_retrain(retrain_path), model_name)
 
     have = set(done_rows()["id"])
     todo = []
