@@ -18,6 +18,7 @@ import yaml
 from fusion3d.analysis.ablation import ablation_plan
 from fusion3d.analysis.benchmark import (
     TABLE_COLUMNS,
+    attainable_tau,
     depth_profile,
     describe_table,
     design,
@@ -28,6 +29,7 @@ from fusion3d.analysis.benchmark import (
     slot_effects,
     structured_design,
 )
+from fusion3d.analysis.stats import kendall_tau_b
 from fusion3d.models.strategy import Strategy
 
 # ----------------------------------------------------------------------------- pure maths
@@ -139,6 +141,33 @@ def test_more_seeds_raise_the_split_half_ceiling_not_the_single_seed_one():
     # single-seed tau ~0.5 (truth sd ~10 vs noise 6); 16 seeds a half average the noise down 4x
     assert 0.35 < many["single_seed_tau"] < 0.65
     assert many["kendall_tau"] > many["single_seed_tau"] + 0.25
+
+
+def test_attainable_tau_closed_forms():
+    assert attainable_tau(1.0, 1, 2) == pytest.approx(1.0)
+    assert attainable_tau(0.0, 2, 4) == 0.0 and attainable_tau(-0.3, 2, 4) == 0.0
+    assert np.isnan(attainable_tau(float("nan"), 1, 2))
+    # halves of one seed, a table of two: r = sin(pi/2 * 0.5) = 0.7071, R = 2r / (1 + r) = 0.8284
+    expected = 2 / np.pi * np.arcsin(np.sqrt(2 * np.sqrt(0.5) / (1 + np.sqrt(0.5))))
+    assert attainable_tau(0.5, 1, 2) == pytest.approx(expected, abs=1e-12)
+    # more seeds in the table, a higher attainable tau; always above the split-half tau itself
+    assert 0.5 < attainable_tau(0.5, 1, 2) < attainable_tau(0.5, 1, 6) < 1.0
+
+
+def test_attainable_tau_matches_the_truths_tau_against_a_simulated_table():
+    """Brute force: true accuracies plus normal seed noise; the split-half estimate against the mean
+    Kendall tau of the truth itself with the mean over every seed."""
+    rng = np.random.default_rng(0)
+    n, seeds = 48, 6
+    for noise in (4.0, 10.0):
+        predicted, actual = [], []
+        for _ in range(100):
+            truth = rng.normal(0.0, 10.0, n)
+            acc = truth[:, None] + rng.normal(0.0, noise, (n, seeds))
+            half = kendall_tau_b(acc[:, :3].mean(1), acc[:, 3:].mean(1))
+            predicted.append(attainable_tau(half, 3, seeds))
+            actual.append(kendall_tau_b(truth, acc.mean(1)))
+        assert abs(np.mean(predicted) - np.mean(actual)) < 0.03, (noise, np.mean(predicted), np.mean(actual))
 
 
 def test_standard_error_adds_test_set_noise_and_the_median_seed_variance():

@@ -131,13 +131,16 @@ def noise_ceiling(table: pd.DataFrame) -> dict:
 
     A half holds half the seeds the table's ground truth averages, so this is a conservative floor
     for the full table's reliability. ``single_seed_tau`` is the mean tau over every pair of single
-    seeds (equal to ``kendall_tau`` with two seeds): adding seeds raises ``kendall_tau``, not it."""
+    seeds (equal to ``kendall_tau`` with two seeds): adding seeds raises ``kendall_tau``, not it.
+    ``attainable_tau`` is the tau a perfect predictor (the strategies' true accuracies) is expected
+    to reach against the ground truth, the mean over every seed (``attainable_tau``)."""
     seeds = sorted(int(s) for s in table["seed"].unique())
     if len(seeds) < 2:
         return {
             "seeds": seeds,
             "halves": None,
             "kendall_tau": None,
+            "attainable_tau": None,
             "spearman_rho": None,
             "single_seed_tau": None,
             "n": 0,
@@ -151,14 +154,36 @@ def noise_ceiling(table: pd.DataFrame) -> dict:
         for k, i in enumerate(seeds)
         for j in seeds[k + 1 :]
     ]
+    tau = kendall_tau_b(x, y)
     return {
         "seeds": seeds,
         "halves": [a_seeds, b_seeds],
-        "kendall_tau": _num(kendall_tau_b(x, y)),
+        "kendall_tau": _num(tau),
+        "attainable_tau": _num(attainable_tau(tau, half, len(seeds))),
         "spearman_rho": _num(spearman_rho(x, y)),
         "single_seed_tau": _num(float(np.nanmean(pairs))),
         "n": int(len(wide)),
     }
+
+
+def attainable_tau(split_half_tau: float, half_seeds: int, seeds: int) -> float:
+    """The Kendall tau a perfect predictor is expected to reach against a ground truth that averages
+    ``seeds`` seeds, from the tau between two halves of ``half_seeds`` seeds each.
+
+    Under a bivariate-normal model (true accuracy plus independent seed noise): a Kendall tau maps to
+    a Pearson correlation by Greiner's relation ``r = sin(pi tau / 2)``; the reliability of a mean
+    over ``m`` times as many seeds follows Spearman-Brown, ``R = m r / (1 + (m - 1) r)``; the mean's
+    correlation with the truth is ``sqrt(R)``, mapped back to a tau by ``(2 / pi) asin``. A split-half
+    tau <= 0 gives 0 (nothing to rank); NaN gives NaN. An approximation: seed noise that is far from
+    normal (an optimisation that sometimes fails) makes it optimistic."""
+    if split_half_tau is None or not np.isfinite(split_half_tau):
+        return float("nan")
+    r = np.sin(np.pi * float(split_half_tau) / 2.0)
+    if r <= 0.0:
+        return 0.0
+    m = float(seeds) / float(half_seeds)
+    reliability = m * r / (1.0 + (m - 1.0) * r)
+    return float(2.0 / np.pi * np.arcsin(np.sqrt(min(reliability, 1.0))))
 
 
 def t_indicators(strategies: Sequence[str]) -> np.ndarray:

@@ -43,11 +43,14 @@ def _predictor_row(name: str, p: dict) -> list[str]:
 def _table_block(name: str, r: dict) -> list:
     summary = r.get("table_summary", {})
     nc = (summary.get("noise_ceiling") or {}).get("kendall_tau")
+    attainable = (summary.get("noise_ceiling") or {}).get("attainable_tau")
     blocks = [
         Para(
             f"**Table `{name}`**: {r.get('n')} strategies trained alone, top-1 "
             f"{fmt.num(summary.get('top1_min'))}-{fmt.num(summary.get('top1_max'))}%; noise ceiling (Kendall tau "
-            f"between two training seeds) {_num(nc)}. Template measured on: {r['measured_on']['template']}."
+            f"between two halves of its training seeds) {_num(nc)}; a perfect predictor would reach about "
+            f"{_num(attainable)} against its mean over every seed. Template measured on: "
+            f"{r['measured_on']['template']}."
         )
     ]
     if r.get("data_matches") is False:

@@ -7,7 +7,8 @@
   ``--shard I/N`` builds every N-th row (several processes or machines sharing the folder). When
   every row is there, ``table.csv`` and ``table.json`` are written; ``--publish`` copies them into
   the package (``fusion3d/bench/tables``).
-- ``bench list``: each table with its spread, its noise ceiling (Kendall tau between two seeds)
+- ``bench list``: each table with its spread, its noise ceiling (Kendall tau between two halves of
+  its seeds), the tau a perfect predictor is expected to reach against it (``attainable_tau``),
   and its depth profile.
 - ``bench score RUN --table NAME``: the run's template scores the table's strategies (before and
   after BatchNorm recalibration, resumable) and is compared with the ground truth next to
@@ -461,12 +462,12 @@ def command(args) -> int:
         if not tables:
             print("no finished tables (build one: fusion3d bench build NAME)")
         for t in tables:
-            nc = t["noise_ceiling"]["kendall_tau"]
+            nc, at = t["noise_ceiling"]["kendall_tau"], t["noise_ceiling"].get("attainable_tau")
             dp = t["depth_profile"]
             print(
                 f"{t['name']:<12} {t['strategies']} strategies x {len(t['seeds'])} seeds, top-1 {t['top1_min']:.1f}-"
                 f"{t['top1_max']:.1f}% (spread {t['spread']:.1f}), {t['within_1se_of_best']} within 1 SE of the best, "
-                f"noise ceiling tau {'n/a' if nc is None else f'{nc:.2f}'}, T early-half {dp['early_half_T']:.1f}% vs "
+                f"noise ceiling tau {'n/a' if nc is None else f'{nc:.2f}'} (attainable {'n/a' if at is None else f'{at:.2f}'}), T early-half {dp['early_half_T']:.1f}% vs "
                 f"late-half {dp['late_half_T']:.1f}%"
             )
         return 0
