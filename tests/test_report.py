@@ -463,3 +463,15 @@ def test_the_ablation_sentence_names_the_slots_where_t_pays_off_beyond_noise():
     assert "no slot where a temporal unit pays off beyond noise" in flat and "`a`" in flat  # largest gain
     assert ablation_table({"S|S": 1.0}, ["a", "b"], 10) is None  # the ablation was not scored
     assert ablation_sentence(None) is None and ablation_sentence(pd.DataFrame()) is None
+
+
+def test_the_trust_paragraph_reads_each_tables_recipe_length():
+    from fusion3d.report.sections_trust import _budget_sentence, _recipe_epochs
+
+    epochs = _recipe_epochs(["motion", "texture", "no-such-table"])
+    assert epochs == {
+        "motion": 12,
+        "texture": 8,
+    }  # from the shipped tables' recipes; a missing one is left out
+    assert "(8-12 epochs" in _budget_sentence(epochs) and "(12 epochs" in _budget_sentence({"motion": 12})
+    assert _budget_sentence({}) == ""

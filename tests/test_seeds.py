@@ -194,6 +194,8 @@ def test_the_report_shows_intervals_and_how_far_to_trust_the_scores(seeds_run):
     assert "+0.39 ranking by MACs alone" in trust and "noise ceiling 0.67" in trust
     assert "table `texture`" in trust and "noise ceiling 0.71" in trust
     assert "your own data" in trust
+    # the shipped tables' recipes: motion, appearance and order 12 epochs, texture 8
+    assert "a short, fixed recipe (8-12 epochs on a few hundred videos)" in trust
     single = build_report(run / "seed0")[1].read_text()  # a seed run is a normal single-seed run
     assert "single template seed" in single and "`run.seeds=3`" in single
     assert "## How far to trust these scores" in single

@@ -5,7 +5,7 @@ template scores with stand-alone training that the shipped benchmark measured
 
 from __future__ import annotations
 
-from fusion3d.bench import load_reliability
+from fusion3d.bench import load_reliability, load_table
 from fusion3d.report import fmt
 from fusion3d.report.document import Para, Section, Table
 from fusion3d.run.io import RunData
@@ -136,6 +136,34 @@ def _table_sentence(name: str, t: dict) -> str:
     )
 
 
+def _recipe_epochs(names) -> dict[str, int]:
+    """``train.epochs`` of each shipped table's stand-alone recipe (tables without one are left out)."""
+    out = {}
+    for name in names:
+        try:
+            recipe = load_table(name)[1].get("recipe") or []
+        except (OSError, ValueError):
+            continue
+        for item in recipe:
+            key, _, value = str(item).partition("=")
+            if key.strip() == "train.epochs" and value.strip().isdigit():
+                out[name] = int(value)
+    return out
+
+
+def _budget_sentence(epochs: dict[str, int]) -> str:
+    if not epochs:
+        return ""
+    low, high = min(epochs.values()), max(epochs.values())
+    span = f"{low}" if low == high else f"{low}-{high}"
+    return (
+        f" Stand-alone training in these tables is a short, fixed recipe ({span} epochs on a few hundred "
+        "videos), so agreement means agreeing on which strategies learn the task within such a budget; "
+        "after much longer training the differences between strategies can shrink (the benchmark's "
+        "documentation, docs/validity.md, measures this on the motion table)."
+    )
+
+
 def section_trust(run: RunData) -> Section:
     """'How far to trust these scores': what the shipped benchmark measured, and that the user's data may differ."""
     sec = Section("trust", "How far to trust these scores")
@@ -154,6 +182,7 @@ def section_trust(run: RunData) -> Section:
             + "; ".join(_table_sentence(n, t) for n, t in tables.items())
             + ". A tau of 1 would be perfect agreement; the noise ceiling is how well stand-alone training agrees "
             "with itself (half its seeds against the other half), so no predictor can be expected to do much better."
+            + _budget_sentence(_recipe_epochs(tables))
         )
     )
     if rel.get("placeholder"):
