@@ -371,3 +371,60 @@ def test_bench_score_compares_a_trained_template_with_the_table(built, tmp_path)
     assert (
         "Known-answer benchmark" in text and "Table `fixture`" in text and "synflow at initialisation" in text
     )
+
+
+def test_bench_score_of_a_run_of_several_template_seeds_scores_each_and_their_mean(built, tmp_path):
+    """``run.seeds=2``: every seed's template scores the table; the answers are the seeds' mean."""
+    from fusion3d.config import load_config
+    from fusion3d.errors import FusionError
+    from fusion3d.stages.bench import score
+    from fusion3d.stages.export import export
+    from fusion3d.stages.retrain import run_retrain
+    from fusion3d.stages.train import command
+
+    folder, _, _ = built
+    root = folder / "data"
+    command(
+        None,
+        [
+            *FIXTURE_DATA_MODEL,
+            "train.warmup_epochs=1",
+            "train.epochs=1",
+            "train.eval_samples=1",
+            "data.selection_fraction=0.34",
+            f"data.root={root}",
+            f"data.annotations={root / 'ucfTrainTestlist'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"run.out={tmp_path / 'run'}",
+            "run.threads=1",
+            "train.progress=false",
+            "run.seeds=2",
+        ],
+    )
+    run = tmp_path / "run"
+    r = score(str(run), str(folder / "table.csv"), permutations=100)
+    assert r["template_seeds"] == 2 and set(r["per_seed"]) == {"seed0", "seed1"}
+    assert "mean over 2 template seeds" in r["measured_on"]["template"]
+    gt = ground_truth(pd.read_csv(folder / "table.csv", dtype={"id": str}))
+    per = [
+        pd.read_csv(run / d / "bench_fixture_scores.csv", dtype={"id": str}).set_index("id").loc[gt["id"]]
+        for d in ("seed0", "seed1")
+    ]
+    truth = gt["top1"].to_numpy(float)
+    for d, one in zip(("seed0", "seed1"), per):  # each seed's own tau, from its own scores
+        expected = kendall_tau_b(one["top1_after"].to_numpy(float), truth)
+        got = r["per_seed"][d]["template_after"]
+        assert (got is None and np.isnan(expected)) or got == pytest.approx(expected)
+    mean = (per[0]["top1_after"].to_numpy(float) + per[1]["top1_after"].to_numpy(float)) / 2
+    expected = kendall_tau_b(mean, truth)
+    got = r["predictors"]["template_after"]["kendall_tau"]["value"]
+    assert (got is None and np.isnan(expected)) or got == pytest.approx(expected)
+    assert "fixture" in json.loads((run / "bench.json").read_text())
+    # one network is asked for: a run of several seeds names its seed runs
+    with pytest.raises(FusionError, match="run of 2 template seeds.*seed0"):
+        export(run, "torch", out=tmp_path / "x.pt")
+    # a strategy trained alone with the recipe of a run of several seeds: one network, the classes
+    # of the seed runs' shared dataset
+    row = run_retrain(run, "S", ["train.warmup_epochs=0"])
+    assert row["complete"] and row["params"] > 0
+    assert load_config(run / "retrain" / "S" / "config.yaml").run.seeds == 1

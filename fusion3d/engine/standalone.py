@@ -40,8 +40,9 @@ def run_retrain(run_dir: str | Path, spec: str, overrides: list[str] = (), seed:
     name, reseed = label, []
     if seed is not None and int(seed) != cfg.run.seed:
         name, reseed = seed_label(label, seed), [f"run.seed={int(seed)}"]
-    cfg = run_config(
-        run.path, [f"run.out={run.retrain_run(name)}", f"model.strategy={value}", *overrides, *reseed]
+    cfg = run_config(  # one network trained alone, also from a run of several template seeds
+        run.path,
+        [f"run.out={run.retrain_run(name)}", f"model.strategy={value}", "run.seeds=1", *overrides, *reseed],
     )
     summary = train(cfg, resume="auto")
     model = build_model(

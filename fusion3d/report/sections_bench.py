@@ -25,6 +25,13 @@ def _num(v, digits: int = 2, signed: bool = True) -> str:
     return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
 
 
+def _per_seed(per_seed: dict) -> str:
+    return "each seed alone: " + "; ".join(
+        f"`{d}` Kendall tau {_num(t.get('template_after'))} (ablation {_num(t.get('ablation'))})"
+        for d, t in per_seed.items()
+    )
+
+
 def _predictor_row(name: str, p: dict) -> list[str]:
     if "kendall_tau" not in p:
         return [PREDICTOR_LABELS.get(name, name), "n/a", "n/a", "n/a", "n/a", "n/a"]
@@ -53,6 +60,12 @@ def _table_block(name: str, r: dict) -> list:
             f"{r['measured_on']['template']}."
         )
     ]
+    if r.get("per_seed"):
+        blocks.append(
+            Para(
+                f"The template scores are the mean over {len(r['per_seed'])} template seeds; {_per_seed(r['per_seed'])}."
+            )
+        )
     if r.get("data_matches") is False:
         blocks.append(
             Para(

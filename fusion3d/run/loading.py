@@ -18,6 +18,7 @@ from fusion3d.errors import FusionError
 from fusion3d.models import build_model
 from fusion3d.models.strategy import UNITS, Strategy, as_strategy, resolve_strategy
 from fusion3d.run.layout import RunDir
+from fusion3d.run.seeds import seed_dirs
 
 DEFAULT_RECAL_CLIPS = 200
 
@@ -25,6 +26,12 @@ DEFAULT_RECAL_CLIPS = 200
 def load_run(run_dir: str | Path):
     """(checkpoint dict, Config, template with the trained weights) of a run directory."""
     path = RunDir(run_dir).checkpoint
+    seeds = [] if path.is_file() else seed_dirs(run_dir)
+    if seeds:  # one network is asked for; a run of several seeds holds one per seed
+        raise FusionError(
+            f"{run_dir} is a run of {len(seeds)} template seeds, each with its own weights: point this at "
+            f"one of them ({', '.join(str(d) for d in seeds[:2])}{' ...' if len(seeds) > 2 else ''})"
+        )
     if not path.is_file() and Path(run_dir).is_dir() and not RunDir(run_dir).is_run():
         raise FileNotFoundError(
             f"{path} does not exist: {run_dir} is not a run directory (run `fusion3d train`)"
@@ -56,9 +63,13 @@ def run_config(run_dir: str | Path, overrides=()):
 
 
 def run_classes(run_dir: str | Path) -> list[str]:
-    """The class names recorded in ``splits.json`` (empty when the run has none)."""
+    """The class names recorded in ``splits.json`` (empty when the run has none). A run of several
+    template seeds has none of its own: its seed runs share one dataset, and the first one's are used."""
     run = RunDir(run_dir)
-    return json.loads(run.splits.read_text())["classes"] if run.splits.is_file() else []
+    if not run.splits.is_file():
+        seeds = seed_dirs(run_dir)
+        return run_classes(seeds[0]) if seeds else []
+    return json.loads(run.splits.read_text())["classes"]
 
 
 def selection_cache(cfg, run_dir: str | Path, progress: bool = False):

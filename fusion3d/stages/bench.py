@@ -48,6 +48,7 @@ from fusion3d.analysis.benchmark import (
     slot_effects,
 )
 from fusion3d.analysis.marginals import keep_probs
+from fusion3d.analysis.stats import kendall_tau_b
 from fusion3d.config import load_config
 from fusion3d.data.synth import generate
 from fusion3d.engine.proxies import synflow
@@ -55,6 +56,7 @@ from fusion3d.engine.scoring import StrategyScorer
 from fusion3d.engine.trainer import train
 from fusion3d.models import Strategy, build_model, count_macs, count_params
 from fusion3d.run.layout import BenchDir, RunDir
+from fusion3d.run.seeds import seed_dirs
 from fusion3d.run.strategies import RowWriter, read_strategies, shard_spec
 from fusion3d.utils import atomic_write_text, file_lock
 
@@ -360,13 +362,27 @@ def _template_scores(
 
 def score(run_dir: str, table: str, recal_clips: int | None = None, permutations: int = 10000) -> dict:
     """Compare the run's answers with the ground truth of ``table``; returns (and stores in
-    ``bench.json``) every number."""
+    ``bench.json``) every number.
+
+    A run of several template seeds (``run.seeds = K``) is scored with every seed's template (each
+    seed run keeps its own resumable ``bench_<table>_scores.csv``); its answers are the seeds' mean
+    scores, mean drop probabilities and the ablation of the mean scores, like ``fusion3d sample`` and
+    ``analyze`` combine them, and ``per_seed`` gives each template's own Kendall tau."""
     run = RunDir(run_dir)
     df, meta = catalog.load_table(table)
     name = meta.get("name", Path(table).stem)
     gt = ground_truth(df)
-    scores, scorer = _template_scores(run, name, gt, recal_clips)
-    s = scores.loc[gt["id"]]
+    seeds = seed_dirs(run_dir)
+    per_seed = []
+    for seed_run in [RunDir(d) for d in seeds] or [run]:
+        scores, scorer = _template_scores(seed_run, name, gt, recal_clips)
+        per_seed.append((seed_run, scores.loc[gt["id"]], scores, scorer))
+    scorer = per_seed[0][3]
+    s = per_seed[0][1].copy()
+    all_scores = per_seed[0][2].copy()
+    for col in ("top1_before", "top1_after"):  # the seeds' mean (one seed: its own scores)
+        s[col] = np.mean([p[1][col].to_numpy(float) for p in per_seed], axis=0)
+        all_scores[col] = np.mean([p[2].loc[all_scores.index, col].to_numpy(float) for p in per_seed], axis=0)
     torch.manual_seed(0)  # synflow is measured on one seeded initialisation
     init = build_model(scorer.cfg.model, scorer.state["num_classes"])
     predictors = {
@@ -380,10 +396,10 @@ def score(run_dir: str, table: str, recal_clips: int | None = None, permutations
         ),
     }
     effects = slot_effects(gt)
-    drop = scorer.model.drop_probs().detach().cpu().numpy()
+    drop = np.mean([p[3].model.drop_probs().detach().cpu().numpy() for p in per_seed], axis=0)
     q_t = keep_probs(drop, "paper")[:, 1]  # P(ST) + P(S+ST): the marginal of keeping the T path
     template_effects = linear_t_effects(gt["strategy"], s["top1_after"].to_numpy(float))[0]
-    ablation = _ablation(scores, gt, len(q_t))
+    ablation = _ablation(all_scores, gt, len(q_t))
     predictors["ablation"] = ablation["additive"]
     result = {
         "table": name,
@@ -391,7 +407,11 @@ def score(run_dir: str, table: str, recal_clips: int | None = None, permutations
         "run_data": scorer.cfg.data.root,
         "data_matches": _data_matches(scorer.cfg.data.root, meta.get("data_id")),
         "n": int(len(gt)),
-        "measured_on": {"template": scorer.views, "ground_truth": "table test set, mean over seeds"},
+        "template_seeds": len(per_seed),
+        "measured_on": {
+            "template": scorer.views + (f"; mean over {len(per_seed)} template seeds" if seeds else ""),
+            "ground_truth": "table test set, mean over seeds",
+        },
         "table_summary": describe_table(df),
         "predictors": score_predictors(gt, predictors, permutations=permutations),
         "slot_effects": effects.to_dict("records"),
@@ -406,12 +426,38 @@ def score(run_dir: str, table: str, recal_clips: int | None = None, permutations
             "effects": ablation["effects"].to_dict("records"),
         },
     }
+    if seeds:  # each template on its own: the spread the mean hides
+        result["per_seed"] = {
+            seed_run.path.name: {
+                "template_after": _tau(gt, one["top1_after"]),
+                "template_before": _tau(gt, one["top1_before"]),
+                "ablation": _tau(gt, pd.Series(_ablation(every, gt, len(q_t))["additive"])),
+            }
+            for seed_run, one, every, _ in per_seed
+        }
     result = json.loads(json.dumps(result, default=float).replace("NaN", "null").replace("Infinity", "null"))
     with file_lock(run.lock("bench")):
         allr = json.loads(run.bench.read_text()) if run.bench.is_file() else {}
         allr[name] = result
         atomic_write_text(run.bench, json.dumps(allr, indent=1) + "\n")
     return result
+
+
+def per_seed_text(per_seed: dict) -> str:
+    """One line: each template seed's own Kendall tau (template after recalibration, ablation)."""
+
+    def signed(v):
+        return "n/a" if v is None else f"{v:+.2f}"
+
+    return "each template seed alone: " + "; ".join(
+        f"{d} tau {signed(t.get('template_after'))} (ablation {signed(t.get('ablation'))})"
+        for d, t in per_seed.items()
+    )
+
+
+def _tau(gt: pd.DataFrame, values: pd.Series) -> float:
+    """Kendall tau-b of ``values`` (one per ground-truth row) with the ground truth's mean top-1."""
+    return float(kendall_tau_b(np.asarray(values, dtype=float), gt["top1"].to_numpy(float)))
 
 
 def _ablation(scores: pd.DataFrame, gt: pd.DataFrame, num_slots: int) -> dict:
@@ -493,5 +539,7 @@ def command(args) -> int:
             f"  per-slot: {what} vs ground-truth T effect Spearman {rho}, early-late profile "
             f"{'matches' if m['profile_matches'] else 'does not match'}"
         )
+    if r.get("per_seed"):
+        print("  " + per_seed_text(r["per_seed"]))
     print(f"wrote {RunDir(args.run).bench}")
     return 0
