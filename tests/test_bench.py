@@ -312,30 +312,30 @@ def test_bench_list_shows_a_built_table(built):
     assert len(tables) == 1 and tables[0]["strategies"] == 3 and tables[0]["noise_ceiling"]["n"] == 3
 
 
+def _template_overrides(root, tmp_path) -> list[str]:
+    """A one-epoch template on the fixture table's dataset, a third of its training videos held out."""
+    return [
+        *FIXTURE_DATA_MODEL,
+        "train.warmup_epochs=1",
+        "train.epochs=1",
+        "train.eval_samples=1",
+        "data.selection_fraction=0.34",
+        f"data.root={root}",
+        f"data.annotations={root / 'ucfTrainTestlist'}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"run.out={tmp_path / 'run'}",
+        "run.threads=1",
+        "train.progress=false",
+    ]
+
+
 def test_bench_score_compares_a_trained_template_with_the_table(built, tmp_path):
     from fusion3d.config import load_config
     from fusion3d.engine.trainer import train
     from fusion3d.stages.bench import score
 
     folder, _, _ = built
-    root = folder / "data"
-    cfg = load_config(
-        None,
-        [
-            *FIXTURE_DATA_MODEL,
-            "train.warmup_epochs=1",
-            "train.epochs=1",
-            "train.eval_samples=1",
-            "data.selection_fraction=0.34",
-            f"data.root={root}",
-            f"data.annotations={root / 'ucfTrainTestlist'}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            f"run.out={tmp_path / 'run'}",
-            "run.threads=1",
-            "train.progress=false",
-        ],
-    )
-    train(cfg)
+    train(load_config(None, _template_overrides(folder / "data", tmp_path)))
     r = score(str(tmp_path / "run"), str(folder / "table.csv"), permutations=100)
     assert r["n"] == 3 and r["data_matches"] is True
     assert set(r["predictors"]) == {
@@ -383,24 +383,7 @@ def test_bench_score_of_a_run_of_several_template_seeds_scores_each_and_their_me
     from fusion3d.stages.train import command
 
     folder, _, _ = built
-    root = folder / "data"
-    command(
-        None,
-        [
-            *FIXTURE_DATA_MODEL,
-            "train.warmup_epochs=1",
-            "train.epochs=1",
-            "train.eval_samples=1",
-            "data.selection_fraction=0.34",
-            f"data.root={root}",
-            f"data.annotations={root / 'ucfTrainTestlist'}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            f"run.out={tmp_path / 'run'}",
-            "run.threads=1",
-            "train.progress=false",
-            "run.seeds=2",
-        ],
-    )
+    command(None, [*_template_overrides(folder / "data", tmp_path), "run.seeds=2"])
     run = tmp_path / "run"
     r = score(str(run), str(folder / "table.csv"), permutations=100)
     assert r["template_seeds"] == 2 and set(r["per_seed"]) == {"seed0", "seed1"}
