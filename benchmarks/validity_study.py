@@ -17,6 +17,12 @@ Settings (``SETTINGS``) change one factor at a time from the demo's defaults.
 ``--tables`` and ``--seeds``, score the table's strategies again with BatchNorm recalibrated on N clips
 instead of 200 and append one row per (table, setting, seed, N) to ``<out>/recal.csv`` (resumable): the
 Kendall tau with the ground truth and with the 200-clip ranking. The page gets a section from it.
+
+``--combine K``: for the finished templates of ``--settings`` on ``--tables``, split ``--seeds`` into
+consecutive groups of K and score each group as one run of K template seeds, the way ``fusion3d bench
+score`` scores a run trained with ``run.seeds = K`` (a folder ``<table>_<setting>_seeds<a-b-..>`` of
+links to the seed runs and its ``seeds.json``; the seeds' scores are averaged). One row per group in
+``<out>/combined.csv`` (resumable); the page gets a section from it.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from fusion3d.config import load_config
 from fusion3d.engine.scoring import StrategyScorer
 from fusion3d.engine.trainer import train
 from fusion3d.models import Strategy
+from fusion3d.run.seeds import write_seeds
 from fusion3d.stages.bench import SCORE_GROUP, score
 from fusion3d.utils import atomic_write_text, file_lock
 
@@ -52,6 +59,8 @@ SETTINGS: dict[str, list[str]] = {
     "default": [],  # the demo's template: 12 warm-up epochs with every path on, 8 v-DropPath epochs, k = 1
     "uniform": ["train.warmup_sampling=uniform"],  # warm-up trains one uniformly drawn sub-network per step
     "fair": ["train.warmup_sampling=fair"],  # warm-up trains every unit of every slot equally often
+    # 4 warm-up epochs with every path on, then 8 of fair single-path sampling
+    "full_fair": ["train.warmup_sampling=fair", "train.warmup_full_epochs=4"],
     "k2": ["train.k=2.0", "train.epochs=16"],
     "logit_lr": ["train.logit_lr=0.5", "train.epochs=24"],
     "paper_form": ["train.reg_form=paper"],
@@ -219,6 +228,87 @@ def recal_row(run: Path, table: str, setting: str, seed: int, clips: int) -> dic
     }
 
 
+COMBINED_COLUMNS = [
+    "table",
+    "setting",
+    "seeds",
+    "k",
+    "tau_after",
+    "tau_after_low",
+    "tau_after_high",
+    "regret_se_after",
+    "slot_rho",
+    "tau_ablation",
+    "regret_se_ablation",
+    "slot_rho_ablation",
+    "tau_after_seeds_mean",
+    "tau_ablation_seeds_mean",
+]
+
+
+def combined_run(out: Path, table: str, setting: str, seeds: list[int]) -> Path:
+    """A run folder of several template seeds made of the study's single-seed templates: links named
+    ``seed<i>`` to ``<table>_<setting>_s<seed>`` and the ``seeds.json`` that lists them."""
+    name = catalog.load_spec(table).name
+    run = out / f"{name}_{setting}_seeds{'-'.join(map(str, seeds))}"
+    run.mkdir(exist_ok=True)
+    for i, seed in enumerate(seeds):
+        link = run / f"seed{i}"
+        if not link.exists():
+            link.symlink_to(Path("..") / f"{name}_{setting}_s{seed}", target_is_directory=True)
+    write_seeds(run, seeds)
+    return run
+
+
+def combined_row(table: str, setting: str, seeds: list[int], r: dict) -> dict:
+    """One row of ``combined.csv``: the seeds' mean scores against the ground truth, and the mean of each
+    seed's own tau beside it."""
+    p, slots = r["predictors"], r["slots"]
+    per_seed = r.get("per_seed", {}).values()
+    return {
+        "table": table,
+        "setting": setting,
+        "seeds": "-".join(map(str, seeds)),
+        "k": len(seeds),
+        "tau_after": p["template_after"]["kendall_tau"]["value"],
+        "tau_after_low": p["template_after"]["kendall_tau"]["ci_low"],
+        "tau_after_high": p["template_after"]["kendall_tau"]["ci_high"],
+        "regret_se_after": p["template_after"].get("regret_se"),
+        "slot_rho": slots["marginal_keep_T"].get("spearman_rho"),
+        "tau_ablation": p["ablation"]["kendall_tau"]["value"],
+        "regret_se_ablation": p["ablation"].get("regret_se"),
+        "slot_rho_ablation": slots["ablation_t_effects"].get("spearman_rho"),
+        "tau_after_seeds_mean": float(pd.Series([t["template_after"] for t in per_seed], dtype=float).mean()),
+        "tau_ablation_seeds_mean": float(pd.Series([t["ablation"] for t in per_seed], dtype=float).mean()),
+    }
+
+
+def combined_markdown(rows: pd.DataFrame) -> list[str]:
+    """The page's section on several template seeds scored as one run."""
+    if rows.empty:
+        return []
+    lines = [
+        "## Several template seeds combined",
+        "",
+        "Groups of template seeds scored as one run of K seeds (`--combine K`; the seeds' scores averaged,",
+        "as `fusion3d bench score` does for a run trained with `run.seeds = K`), beside the mean of the",
+        "same seeds' own taus.",
+        "",
+        "| table | setting | seeds | tau after recal. | interval | seeds' own tau, mean | regret (SE) | "
+        "slots rho | ablation tau | seeds' own ablation tau, mean | ablation regret (SE) | ablation slots rho |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for _, r in rows.iterrows():
+        lines.append(
+            f"| {r['table']} | {r['setting']} | {r['seeds']} | {r['tau_after']:+.2f} | "
+            f"[{r['tau_after_low']:+.2f}, {r['tau_after_high']:+.2f}] | {r['tau_after_seeds_mean']:+.2f} | "
+            f"{r['regret_se_after']:.1f} | {r['slot_rho']:+.2f} | {r['tau_ablation']:+.2f} | "
+            f"{r['tau_ablation_seeds_mean']:+.2f} | {r['regret_se_ablation']:.1f} | "
+            f"{r['slot_rho_ablation']:+.2f} |"
+        )
+    return lines + [""]
+
+
 def recal_markdown(recal: pd.DataFrame) -> list[str]:
     """The page's section on the number of recalibration clips (mean over template seeds)."""
     if recal.empty:
@@ -247,7 +337,9 @@ def _mean(g: pd.DataFrame, column: str, spec: str) -> str:
     return "n/a" if v.isna().all() else format(v.mean(), spec)
 
 
-def markdown(rows: pd.DataFrame, command: str, recal: pd.DataFrame | None = None) -> str:
+def markdown(
+    rows: pd.DataFrame, command: str, recal: pd.DataFrame | None = None, combined: pd.DataFrame | None = None
+) -> str:
     """The study's page: one table per ground-truth table, one line per setting (mean over seeds)."""
     lines = [
         "# Estimator study (generated)",
@@ -288,6 +380,7 @@ def markdown(rows: pd.DataFrame, command: str, recal: pd.DataFrame | None = None
             )
         lines.append("")
     lines += recal_markdown(recal if recal is not None else pd.DataFrame(columns=RECAL_COLUMNS))
+    lines += combined_markdown(combined if combined is not None else pd.DataFrame(columns=COMBINED_COLUMNS))
     return "\n".join(lines)
 
 
@@ -365,6 +458,13 @@ def main() -> int:
         help="score finished templates again with BatchNorm recalibrated on N clips (default settings: default)",
     )
     p.add_argument(
+        "--combine",
+        type=int,
+        default=0,
+        metavar="K",
+        help="score consecutive groups of K of --seeds' finished templates as one run of K seeds",
+    )
+    p.add_argument(
         "--reliability",
         default=str(catalog.RELIABILITY_FILE),
         help="where to write the default setting's numbers the report quotes ('' to skip)",
@@ -401,7 +501,40 @@ def main() -> int:
                             )
                             atomic_write_text(recal_path, rows.to_csv(index=False))
                         print(json.dumps(row), flush=True)
-    for table in tables if not args.recal_sweep else []:
+    if args.combine and not args.doc_only:
+        combined_path = out / "combined.csv"
+        groups = [args.seeds[i : i + args.combine] for i in range(0, len(args.seeds), args.combine)]
+        for table in tables:
+            for setting in args.settings:
+                for group in [g for g in groups if len(g) == args.combine]:
+                    have = read_rows(combined_path, COMBINED_COLUMNS)
+                    label = "-".join(map(str, group))
+                    key = (have["table"] == table) & (have["setting"] == setting)
+                    if (key & (have["seeds"].astype(str) == label)).any():
+                        continue
+                    name = catalog.load_spec(table).name
+                    missing = [
+                        s for s in group if not (out / f"{name}_{setting}_s{s}" / "summary.json").is_file()
+                    ]
+                    if missing:
+                        print(
+                            f"{table} {setting}: no finished template for seeds {missing}; run the study first"
+                        )
+                        continue
+                    row = combined_row(
+                        table, setting, group, score(str(combined_run(out, table, setting, group)), table)
+                    )
+                    with file_lock(out / "study.lock"):
+                        rows = pd.concat(
+                            [
+                                read_rows(combined_path, COMBINED_COLUMNS),
+                                pd.DataFrame([row], columns=COMBINED_COLUMNS),
+                            ],
+                            ignore_index=True,
+                        )
+                        atomic_write_text(combined_path, rows.to_csv(index=False))
+                    print(json.dumps(row), flush=True)
+    for table in tables if not (args.recal_sweep or args.combine) else []:
         for setting in args.settings:
             for seed in args.seeds:
                 have = read_rows(path)
@@ -446,10 +579,13 @@ def main() -> int:
     )
     if args.recal_sweep:
         command += f" --recal-sweep {' '.join(map(str, args.recal_sweep))}"
+    if args.combine:
+        command += f" --combine {args.combine}"
     if args.doc_only:
         command = f".venv/bin/python benchmarks/validity_study.py --doc-only --out {args.out}"
     recal = read_rows(out / "recal.csv", RECAL_COLUMNS)
-    atomic_write_text(Path(args.doc), markdown(rows, command, recal) + "\n")
+    combined = read_rows(out / "combined.csv", COMBINED_COLUMNS)
+    atomic_write_text(Path(args.doc), markdown(rows, command, recal, combined) + "\n")
     print(f"wrote {args.doc} ({len(rows)} rows)")
     rel = reliability(rows, DEFAULT_ROWS_COMMAND if args.doc_only else command)
     if rel is not None and args.reliability:

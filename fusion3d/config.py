@@ -99,6 +99,10 @@ class TrainConfig:
         "what a warm-up step trains: full (every path on; the paper), uniform (one sub-network per step, "
         "each slot's unit S/ST/S+ST/none drawn uniformly) or fair (every unit of every slot equally often)",
     )
+    warmup_full_epochs: int = _f(
+        0,
+        "uniform / fair warm-up: the first this many warm-up epochs train every path on, the rest single-path",
+    )
     epochs: int = _f(8, "epochs of the v-DropPath phase (0: plain training only)")
     optimizer: Literal["sgd", "adamw"] = _f(
         "sgd", "sgd (momentum; the paper's) or adamw (faster on tiny CPU presets)"
@@ -402,6 +406,8 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(
             "config keys 'train.warmup_epochs' and 'train.epochs' must be >= 0 with a positive sum"
         )
+    if t.warmup_full_epochs < 0:
+        raise ConfigError(f"config key 'train.warmup_full_epochs' must be >= 0, got {t.warmup_full_epochs}")
     for key, v, low in (
         ("train.lr", t.lr, None),
         ("train.logit_lr", t.logit_lr, 0),

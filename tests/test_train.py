@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import tiny_overrides, torchrun
 
-from fusion3d.config import load_config
+from fusion3d.config import ConfigError, load_config
 from fusion3d.engine.checkpoint import CHECKPOINT, load_checkpoint
 from fusion3d.engine.trainer import _validate, _validation_set, lr_factor, train
 from fusion3d.errors import FusionError
@@ -253,6 +253,25 @@ def test_single_path_warmup_trains_sub_networks_and_validates_the_full_template(
     epochs = [r for r in _records(tmp_path / "run") if r["kind"] == "epoch"]
     assert epochs[0]["phase"] == "warmup" and epochs[0]["val_measure"] == "template, every path on"
     assert "posterior predictive" in epochs[1]["val_measure"]  # v-DropPath follows as usual
+    # every warm-up epoch kept full: the same weights as the full warm-up, step for step
+    over = tiny_overrides(
+        tiny_motion,
+        tmp_path / "kept",
+        **{"train.warmup_sampling": "fair", "train.warmup_full_epochs": 1, "train.epochs": 1},
+    )
+    assert train(load_config(None, over))["weights_sha1"] == full["weights_sha1"]
+
+
+def test_full_warmup_epochs_come_before_single_path_ones():
+    from fusion3d.config import TrainConfig
+    from fusion3d.engine.epoch import single_path_epoch
+
+    t = TrainConfig(warmup_sampling="fair", warmup_full_epochs=2)
+    assert [single_path_epoch(t, "warmup", e) for e in range(4)] == [False, False, True, True]
+    assert not single_path_epoch(t, "vdroppath", 3)
+    assert not single_path_epoch(TrainConfig(warmup_full_epochs=0), "warmup", 0)  # full sampling
+    with pytest.raises(ConfigError, match="train.warmup_full_epochs"):
+        load_config(None, ["train.warmup_full_epochs=-1"])
 
 
 def test_k_auto_measures_k_once_and_a_resumed_run_keeps_it(tiny_motion, tmp_path):

@@ -4,6 +4,7 @@ estimator study so far"): each scores the finished default templates of
 the table's ground truth and the regret of its pick in standard errors of the table's best.
 
     .venv/bin/python benchmarks/probes/estimator_probes.py nll        # mean NLL of the true class instead of top-1
+    .venv/bin/python benchmarks/probes/estimator_probes.py ablation-nll # the ablation measured by NLL / p(true class)
     .venv/bin/python benchmarks/probes/estimator_probes.py none-blind # `none` units scored as S
     .venv/bin/python benchmarks/probes/estimator_probes.py bases      # the ablation from all-ST / all-S+ST too
     .venv/bin/python benchmarks/probes/estimator_probes.py opt-rules  # rules for Opt, from the stored scores
@@ -61,14 +62,14 @@ def _after(scorer: StrategyScorer, strategies: list[Strategy]) -> dict[str, floa
     return {str(s): a.top1 for s, (_, a) in zip(strategies, res)}
 
 
-def nll(run: Path, gt: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Mean negative log-likelihood of the true class (softmax averaged over a video's views), after
-    recalibration, beside top-1: one strategy at a time."""
+def _video_scores(scorer: StrategyScorer, strategies: list[str]) -> dict[str, np.ndarray]:
+    """Per strategy, after recalibration, on the selection split (softmax averaged over a video's
+    views): top-1, the mean log-likelihood of the true class and the mean probability of the true class.
+    One strategy at a time."""
     from fusion3d.engine.bn import recalibrate_bn
 
-    scorer = _scorer(run)
-    top1, neg_nll = [], []
-    for x in gt["strategy"]:
+    out = {"top1": [], "-nll": [], "p_true": []}
+    for x in strategies:
         load_bn_state(scorer.model, scorer.template_bn)
         scorer.model.apply_strategy(Strategy.from_string(x))
         recalibrate_bn(scorer.model, scorer.recal, scorer.device)
@@ -80,10 +81,36 @@ def nll(run: Path, gt: pd.DataFrame) -> dict[str, np.ndarray]:
         label = np.zeros(len(uniq), dtype=int)
         label[inverse] = labels.numpy()
         p_true = summed[np.arange(len(uniq)), label] / counts
-        top1.append(100.0 * np.mean(summed.argmax(1) == label))
-        neg_nll.append(float(np.mean(np.log(np.clip(p_true, 1e-12, None)))))
+        out["top1"].append(100.0 * np.mean(summed.argmax(1) == label))
+        out["-nll"].append(float(np.mean(np.log(np.clip(p_true, 1e-12, None)))))
+        out["p_true"].append(100.0 * float(np.mean(p_true)))
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def nll(run: Path, gt: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Mean negative log-likelihood of the true class (softmax averaged over a video's views), after
+    recalibration, beside top-1."""
+    scorer = _scorer(run)
+    scores = _video_scores(scorer, list(gt["strategy"]))
     scorer.restore()
-    return {"top1": np.array(top1), "-nll": np.array(neg_nll)}
+    return {"top1": scores["top1"], "-nll": scores["-nll"]}
+
+
+def ablation_nll(run: Path, gt: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The per-slot ablation's additive score with each sub-network measured by a continuous score (mean
+    log-likelihood or mean probability of the true class) instead of top-1, beside the top-1 one."""
+    scorer = _scorer(run)
+    plan = [str(s) for s in ablation_plan(SLOTS, "S")]
+    scores = _video_scores(scorer, plan)
+    scorer.restore()
+    base = "|".join(["S"] * SLOTS)
+    out = {}
+    for name, values in scores.items():
+        by = dict(zip(plan, values))
+        out[f"ablation by {name}"] = additive_scores(
+            ablation_effects(by, SLOTS, "S"), by[base], gt["strategy"]
+        )
+    return out
 
 
 def none_blind(run: Path, gt: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -161,7 +188,13 @@ def opt_rules(run: Path, gt: pd.DataFrame) -> dict[str, np.ndarray]:
     }
 
 
-PROBES = {"nll": nll, "none-blind": none_blind, "bases": bases, "opt-rules": opt_rules}
+PROBES = {
+    "nll": nll,
+    "ablation-nll": ablation_nll,
+    "none-blind": none_blind,
+    "bases": bases,
+    "opt-rules": opt_rules,
+}
 
 
 def main() -> int:

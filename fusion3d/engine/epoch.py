@@ -70,6 +70,12 @@ def set_phase(model, t_cfg, epoch: int, fixed, total_epochs: int) -> tuple[str, 
     return phase, e_in_phase, t_cfg.warmup_epochs if phase == "warmup" else t_cfg.epochs
 
 
+def single_path_epoch(t_cfg, phase: str, e_in_phase: int) -> bool:
+    """Whether this epoch's steps each train one sub-network (``train.warmup_sampling`` uniform or fair,
+    after ``train.warmup_full_epochs`` warm-up epochs with every path on)."""
+    return phase == "warmup" and t_cfg.warmup_sampling != "full" and e_in_phase >= t_cfg.warmup_full_epochs
+
+
 def count_failed(batch, loop: Loop, is_main: bool) -> int:
     """Count the unreadable videos the loader replaced in this batch; warn once per video."""
     n = 0
@@ -116,6 +122,7 @@ def train_epoch(
     ctx["sampler"].skip = start * t_cfg.batch_size
     net.train()
     it = iter(ctx["loader"])
+    single_path = single_path_epoch(t_cfg, phase, e_in_phase)
     bar = None
     if ctx["show_bar"]:
         from tqdm import tqdm
@@ -138,7 +145,7 @@ def train_epoch(
         )
         for g, base in zip(optimizer.param_groups, ctx["base_lrs"]):
             g["lr"] = base * loop.factor
-        if phase == "warmup" and t_cfg.warmup_sampling != "full":  # single-path: one sub-network per step
+        if single_path:  # one sub-network per step
             model.apply_strategy(
                 single_path_strategy(
                     model.num_slots, loop.step, ctx["seed"], fair=t_cfg.warmup_sampling == "fair"
@@ -208,7 +215,7 @@ def train_epoch(
             ctx["save_mid"](epoch, b + 1, sums)
     if bar is not None:
         bar.close()
-    if phase == "warmup" and t_cfg.warmup_sampling != "full":
+    if single_path:
         model.apply_strategy(None)  # back to every path on (validation measures the full template)
     return sums
 
