@@ -123,6 +123,15 @@ class TrainConfig:
     reg_form: Literal["code", "paper"] = _f(
         "code", "regulariser coefficient: k/N (original code) or k^2/(2N) (paper text)"
     )
+    temperature_from: float = _f(
+        0.0,
+        "when > 0: the relaxed-Bernoulli temperature starts v-DropPath at this value and falls geometrically, "
+        "epoch by epoch, to model.temperature in its last epoch (0: fixed at model.temperature, the paper)",
+    )
+    relaxed_masks: Literal["per_sample", "per_batch"] = _f(
+        "per_sample",
+        "v-DropPath draws each gate's relaxed mask per sample (the paper's code) or once per batch",
+    )
     k_auto: float = _f(
         0.0,
         "when > 0: k is calibrated at the start of v-DropPath so that the regulariser pulls the drop logits "
@@ -405,6 +414,10 @@ def check_config(cfg: Config) -> None:
     if t.warmup_epochs < 0 or t.epochs < 0 or t.warmup_epochs + t.epochs < 1:
         raise ConfigError(
             "config keys 'train.warmup_epochs' and 'train.epochs' must be >= 0 with a positive sum"
+        )
+    if t.temperature_from < 0:
+        raise ConfigError(
+            f"config key 'train.temperature_from' must be >= 0 (0: fixed temperature), got {t.temperature_from}"
         )
     if t.warmup_full_epochs < 0:
         raise ConfigError(f"config key 'train.warmup_full_epochs' must be >= 0, got {t.warmup_full_epochs}")

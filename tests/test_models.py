@@ -316,6 +316,31 @@ def test_gate_relaxed_distribution_and_modes():
         g.set_mode("bogus")
 
 
+def test_per_batch_relaxed_masks_and_temperature():
+    model = tiny(3)
+    model.set_gate_mode("relaxed")
+    model.set_relaxation(0.5, per_batch=True)
+    g = model.gates()[0]
+    g.generator = torch.Generator().manual_seed(0)
+    m = g.draw(6)
+    assert m.shape == (6,) and (m == m[0]).all()  # one draw for the batch
+    assert all(x.temperature == 0.5 and x.per_batch for x in model.gates())
+    model.set_relaxation(0.2)
+    assert not g.per_batch and len(set(g.draw(6).tolist())) > 1  # one draw per sample
+    with pytest.raises(ValueError, match="temperature"):
+        model.set_relaxation(0.0)
+
+
+def test_relaxed_temperature_falls_geometrically_over_v_droppath():
+    from fusion3d.config import TrainConfig
+    from fusion3d.engine.epoch import relaxed_temperature
+
+    t = TrainConfig(epochs=3, temperature_from=0.8)
+    assert [relaxed_temperature(t, 0.2, e) for e in range(3)] == pytest.approx([0.8, 0.4, 0.2])
+    assert relaxed_temperature(TrainConfig(epochs=3), 0.2, 1) == 0.2  # fixed: the paper
+    assert relaxed_temperature(TrainConfig(epochs=1, temperature_from=0.8), 0.2, 0) == 0.2
+
+
 # ---- counts -----------------------------------------------------------------------------------
 
 

@@ -262,6 +262,17 @@ def test_single_path_warmup_trains_sub_networks_and_validates_the_full_template(
     assert train(load_config(None, over))["weights_sha1"] == full["weights_sha1"]
 
 
+def test_annealed_temperature_and_per_batch_masks_change_v_droppath_only(tiny_motion, tmp_path):
+    base = tiny_overrides(tiny_motion, tmp_path / "base", **{"train.epochs": 2})
+    warm = train(load_config(None, base), max_epochs=1)["weights_sha1"]  # the warm-up alone
+    full = train(load_config(None, base), resume="auto")["weights_sha1"]
+    for i, extra in enumerate(({"train.temperature_from": 1.0}, {"train.relaxed_masks": "per_batch"})):
+        over = tiny_overrides(tiny_motion, tmp_path / f"run{i}", **{"train.epochs": 2, **extra})
+        assert train(load_config(None, over), max_epochs=1)["weights_sha1"] == warm  # untouched by either key
+        done = train(load_config(None, over), resume="auto")
+        assert done["complete"] and done["weights_sha1"] != full
+
+
 def test_full_warmup_epochs_come_before_single_path_ones():
     from fusion3d.config import TrainConfig
     from fusion3d.engine.epoch import single_path_epoch

@@ -60,13 +60,28 @@ class Loop:
     factor: float = 1.0
 
 
-def set_phase(model, t_cfg, epoch: int, fixed, total_epochs: int) -> tuple[str, int, int]:
-    """Put the gates in this epoch's mode; returns (phase, epoch within the phase, phase length)."""
+def relaxed_temperature(t_cfg, temperature: float, e_in_phase: int) -> float:
+    """The relaxed-Bernoulli temperature of v-DropPath epoch ``e_in_phase``: ``temperature`` throughout, or
+    with ``train.temperature_from`` > 0 a geometric fall from that value (first epoch) to ``temperature``
+    (last epoch)."""
+    start, n = t_cfg.temperature_from, t_cfg.epochs
+    if start <= 0 or n <= 1:
+        return float(temperature)
+    return float(start * (temperature / start) ** (min(e_in_phase, n - 1) / (n - 1)))
+
+
+def set_phase(model, t_cfg, epoch: int, fixed, total_epochs: int, temperature: float) -> tuple[str, int, int]:
+    """Put the gates in this epoch's mode (and, in v-DropPath, their relaxation: ``temperature`` is
+    ``model.temperature``); returns (phase, epoch within the phase, phase length)."""
     if fixed is not None:  # one strategy trained alone: hard gates throughout, one schedule, no regulariser
         model.apply_strategy(fixed)
         return "fixed", epoch, total_epochs
     phase, e_in_phase, _ = phase_of(epoch, t_cfg.warmup_epochs)
     model.set_gate_mode("off" if phase == "warmup" else "relaxed")
+    if phase == "vdroppath":
+        model.set_relaxation(
+            relaxed_temperature(t_cfg, temperature, e_in_phase), t_cfg.relaxed_masks == "per_batch"
+        )
     return phase, e_in_phase, t_cfg.warmup_epochs if phase == "warmup" else t_cfg.epochs
 
 

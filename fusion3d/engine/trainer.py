@@ -470,7 +470,9 @@ def _train(cfg, resume, init, max_epochs, overwrite, explicit, held: ExitStack) 
     gather = gather_predictions(world)
     end_epoch = total_epochs if max_epochs is None else min(total_epochs, max_epochs)
     for epoch in range(start_epoch, end_epoch):
-        phase, e_in_phase, phase_epochs = set_phase(model, t_cfg, epoch, fixed, total_epochs)
+        phase, e_in_phase, phase_epochs = set_phase(
+            model, t_cfg, epoch, fixed, total_epochs, cfg.model.temperature
+        )
         _wrap_for_phase(ctx, phase)
         if phase == "vdroppath" and t_cfg.k_auto > 0:
             _calibrate_k(ctx, state, epoch, is_main)

@@ -51,6 +51,7 @@ class Gate(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.logit = nn.Parameter(torch.tensor(logit_of(drop_init)))
         self.temperature = float(temperature)
+        self.per_batch = False  # relaxed mode: one draw for the whole batch instead of one per sample
         self.eps = float(eps)
         self.mode: str = "off"
         self.keep: bool = True  # the decision used in "hard" mode
@@ -99,7 +100,7 @@ class Gate(nn.Module):
         if self.mode == "off":
             return 1.0
         if self.mode == "relaxed":
-            return self.relaxed_keep(n, device)
+            return self.relaxed_keep(1, device).expand(n) if self.per_batch else self.relaxed_keep(n, device)
         if self.mode == "hard":
             keep = self.keep
         else:  # "sample"

@@ -409,6 +409,14 @@ class SlotNetwork(nn.Module):
         when present (appended, so the first ``2 * num_slots`` entries keep their order)."""
         return [g for s in self._slots for g in (s.gate_s, s.gate_t)] + self.depth_gates()
 
+    def set_relaxation(self, temperature: float, per_batch: bool = False) -> None:
+        """The relaxed-Bernoulli draws of every gate: ``temperature`` and whether one draw serves the whole
+        batch (``per_batch``) instead of one per sample."""
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        for g in self.gates():
+            g.temperature, g.per_batch = float(temperature), bool(per_batch)
+
     def set_gate_mode(self, mode: str, generator: torch.Generator | None = None) -> None:
         """Put every gate in ``mode`` ("off", "relaxed", "hard", "sample"). "hard" keeps each gate's
         current keep decision (use ``apply_strategy`` to set them); any other mode resets the keep
