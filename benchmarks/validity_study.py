@@ -66,6 +66,7 @@ SETTINGS: dict[str, list[str]] = {
     "paper_form": ["train.reg_form=paper"],
     "anneal": ["train.temperature_from=1.0"],  # relaxed temperature 1.0 -> 0.2 over v-DropPath
     "per_batch": ["train.relaxed_masks=per_batch"],  # one relaxed mask per batch, not per sample
+    "selection40": ["data.selection_fraction=0.4"],  # 40% of the training list held out to score on
     "k_auto": ["train.k_auto=0.5"],  # k calibrated: the regulariser starts at half the classification pull
     # v-DropPath starts at p = 0.5: every unit of every slot (none included) a quarter of the time
     "drop_init": ["model.drop_init=0.5"],

@@ -102,6 +102,26 @@ def test_the_size_is_printed_before_a_build_and_not_when_the_cache_exists(tiny_m
     assert len(said) == 1
 
 
+def test_processes_wanting_the_same_cache_at_once_build_it_once(tiny_motion, tmp_path):
+    import threading
+
+    cfg = _cfg(tiny_motion, tmp_path)
+    table = load_table(cfg.data, "test")
+    said, caches, start = [], [], threading.Barrier(3)
+
+    def want():
+        start.wait()
+        caches.append(build_clip_cache(table, cfg.data, say=said.append))
+
+    threads = [threading.Thread(target=want) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(said) == 1 and len({c.folder for c in caches}) == 1  # one build, one cache for all
+    assert all(len(c.index) == len(caches[0].index) > 0 for c in caches)
+
+
 def _free(n):
     usage = namedtuple("usage", "total used free")
     return lambda path: usage(n, 0, n)

@@ -19,6 +19,9 @@ one view (measured by ``benchmarks/bench_cache.py``).
 Under torchrun the ranks build it together (``fusion3d.data.clip_cache_ranks``): each decodes its
 contiguous share of the videos into a part folder (``build_clip_part``), then one rank joins the parts
 into the cache folder (``merge_clip_parts``), byte for byte what a single-process build writes.
+Processes without a process group that want the same cache at the same time (the shards of
+``fusion3d sample``, several studies on one dataset) take turns on a lock file next to it
+(``.<key>.lock``): the first builds it, the others wait and open it.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from fusion3d.config import DataConfig
 from fusion3d.data.dataset import VIDEO_ERRORS, VideoTable, decode_views, make_loader
 from fusion3d.data.transforms import normalize, to_float_cthw
 from fusion3d.errors import FusionError
-from fusion3d.utils import shard_range
+from fusion3d.utils import file_lock, shard_range
 
 COMPRESSIONS = ("none", "zlib")
 ZLIB_LEVEL = (
@@ -300,9 +303,11 @@ def build_clip_cache(
     folder = root / cache_key(table, cfg)
     if (folder / "meta.json").is_file():
         return _open(folder)
-    _announce(table, cfg, root, say)
-    workers = cfg.num_workers if num_workers is None else num_workers
-    _build_alone(table, cfg, root, folder, progress, workers, say)
+    with file_lock(root / f".{folder.name}.lock"):  # concurrent processes: one builds, the others open it
+        if not (folder / "meta.json").is_file():
+            _announce(table, cfg, root, say)
+            workers = cfg.num_workers if num_workers is None else num_workers
+            _build_alone(table, cfg, root, folder, progress, workers, say)
     return _open(folder)
 
 
