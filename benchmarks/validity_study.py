@@ -242,6 +242,8 @@ COMBINED_COLUMNS = [
     "regret_se_after",
     "slot_rho",
     "tau_ablation",
+    "tau_ablation_low",
+    "tau_ablation_high",
     "regret_se_ablation",
     "slot_rho_ablation",
     "tau_after_seeds_mean",
@@ -279,6 +281,8 @@ def combined_row(table: str, setting: str, seeds: list[int], r: dict) -> dict:
         "regret_se_after": p["template_after"].get("regret_se"),
         "slot_rho": slots["marginal_keep_T"].get("spearman_rho"),
         "tau_ablation": p["ablation"]["kendall_tau"]["value"],
+        "tau_ablation_low": p["ablation"]["kendall_tau"]["ci_low"],
+        "tau_ablation_high": p["ablation"]["kendall_tau"]["ci_high"],
         "regret_se_ablation": p["ablation"].get("regret_se"),
         "slot_rho_ablation": slots["ablation_t_effects"].get("spearman_rho"),
         "tau_after_seeds_mean": float(pd.Series([t["template_after"] for t in per_seed], dtype=float).mean()),
@@ -298,15 +302,16 @@ def combined_markdown(rows: pd.DataFrame) -> list[str]:
         "same seeds' own taus.",
         "",
         "| table | setting | seeds | tau after recal. | interval | seeds' own tau, mean | regret (SE) | "
-        "slots rho | ablation tau | seeds' own ablation tau, mean | ablation regret (SE) | ablation slots rho |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "slots rho | ablation tau | interval | seeds' own ablation tau, mean | ablation regret (SE) | "
+        "ablation slots rho |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for _, r in rows.iterrows():
         lines.append(
             f"| {r['table']} | {r['setting']} | {r['seeds']} | {r['tau_after']:+.2f} | "
             f"[{r['tau_after_low']:+.2f}, {r['tau_after_high']:+.2f}] | {r['tau_after_seeds_mean']:+.2f} | "
             f"{r['regret_se_after']:.1f} | {r['slot_rho']:+.2f} | {r['tau_ablation']:+.2f} | "
-            f"{r['tau_ablation_seeds_mean']:+.2f} | {r['regret_se_ablation']:.1f} | "
+            f"[{r['tau_ablation_low']:+.2f}, {r['tau_ablation_high']:+.2f}] | {r['tau_ablation_seeds_mean']:+.2f} | {r['regret_se_ablation']:.1f} | "
             f"{r['slot_rho_ablation']:+.2f} |"
         )
     return lines + [""]
