@@ -6,6 +6,7 @@ import importlib.util
 import pickle
 import shutil
 import sys
+import time
 from collections import namedtuple
 from pathlib import Path
 
@@ -102,23 +103,31 @@ def test_the_size_is_printed_before_a_build_and_not_when_the_cache_exists(tiny_m
     assert len(said) == 1
 
 
-def test_processes_wanting_the_same_cache_at_once_build_it_once(tiny_motion, tmp_path):
+def test_processes_wanting_the_same_cache_at_once_build_it_once(tiny_motion, tmp_path, monkeypatch):
     import threading
 
     cfg = _cfg(tiny_motion, tmp_path)
     table = load_table(cfg.data, "test")
-    said, caches, start = [], [], threading.Barrier(3)
+    builds, caches, start = [], [], threading.Barrier(3)
+    build = clip_cache._build_alone
+
+    def slow_build(*a):  # every process would see no cache before the first one finishes
+        builds.append(1)
+        time.sleep(0.3)
+        build(*a)
+
+    monkeypatch.setattr(clip_cache, "_build_alone", slow_build)
 
     def want():
         start.wait()
-        caches.append(build_clip_cache(table, cfg.data, say=said.append))
+        caches.append(build_clip_cache(table, cfg.data, say=lambda _: None))
 
     threads = [threading.Thread(target=want) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(said) == 1 and len({c.folder for c in caches}) == 1  # one build, one cache for all
+    assert len(builds) == 1 and len({c.folder for c in caches}) == 1  # one build, one cache for all
     assert all(len(c.index) == len(caches[0].index) > 0 for c in caches)
 
 

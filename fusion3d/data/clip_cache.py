@@ -21,7 +21,7 @@ contiguous share of the videos into a part folder (``build_clip_part``), then on
 into the cache folder (``merge_clip_parts``), byte for byte what a single-process build writes.
 Processes without a process group that want the same cache at the same time (the shards of
 ``fusion3d sample``, several studies on one dataset) take turns on a lock file next to it
-(``.<key>.lock``): the first builds it, the others wait and open it.
+(``.clips.lock`` in ``data.cache_dir``): the first builds it, the others wait and open it.
 """
 
 from __future__ import annotations
@@ -303,9 +303,9 @@ def build_clip_cache(
     folder = root / cache_key(table, cfg)
     if (folder / "meta.json").is_file():
         return _open(folder)
-    with file_lock(root / f".{folder.name}.lock"):  # concurrent processes: one builds, the others open it
+    _announce(table, cfg, root, say)  # the size line and the disk check, before anything is written
+    with file_lock(root.parent / ".clips.lock"):  # concurrent processes: one builds, the others open it
         if not (folder / "meta.json").is_file():
-            _announce(table, cfg, root, say)
             workers = cfg.num_workers if num_workers is None else num_workers
             _build_alone(table, cfg, root, folder, progress, workers, say)
     return _open(folder)
