@@ -96,7 +96,7 @@ SETTINGS["paper_exact"] = _paper_exact()
 # scores, then the per-slot ablation's columns added to finished rows.
 DEFAULT_ROWS_COMMAND = (
     ".venv/bin/python benchmarks/validity_study.py --tables motion texture appearance order --settings default "
-    "--seeds 0 1, then the same with --rescore"
+    "--seeds 0 1 2 3 (seeds 0 1 then rescored with --rescore for the ablation's columns)"
 )
 COLUMNS = [
     "table",
