@@ -332,11 +332,12 @@ def test_a_file_from_before_the_receptive_field_columns_is_read_and_upgraded_on_
     run, df = sampled
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    old = df.drop(columns=["rf_t_min", "rf_t_max", "rf_s_min", "rf_s_max"])
+    old = df.drop(columns=["rf_t_min", "rf_t_max", "rf_s_min", "rf_s_max"]).iloc[:-2]  # 2 rows left to score
     (copy / "strategies.csv").write_text(old.to_csv(index=False))
     assert read_strategies(copy / "strategies.csv")["rf_t_max"].isna().all()
     again = run_sample(copy, num=NUM, progress=False)
-    assert json.loads((copy / "sample.json").read_text())["new_rows"] == 0
+    assert json.loads((copy / "sample.json").read_text())["new_rows"] == 2
+    assert len(read_strategies(copy / "strategies.csv")) == len(df)  # the new rows land in the rewritten file
     assert (again["rf_t_max"] == df["rf_t_max"]).all()
     with open(copy / "strategies.csv", newline="") as fh:
         assert next(csv.reader(fh)) == list(COLUMNS)

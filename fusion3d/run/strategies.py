@@ -164,7 +164,13 @@ class RowWriter:
                 busy=f"another process is sampling into {path}; wait for it to finish",
             )
         )
+        self.path = path
         self.fh = open(path, "a", newline="")  # noqa: SIM115 - closed in close()
+
+    def reopen(self) -> None:
+        """Append to the file now at the path (after ``rewrite_strategies`` replaced it)."""
+        self.fh.close()
+        self.fh = open(self.path, "a", newline="")  # noqa: SIM115 - closed in close()
 
     def ensure_header(self) -> None:
         if os.fstat(self.fh.fileno()).st_size == 0:

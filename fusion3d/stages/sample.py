@@ -264,6 +264,7 @@ def run_sample(
         if len(existing) and existing[list(RF_COLUMNS)].isna().all().all():  # written before the RF columns
             existing = with_rf_columns(existing, model)
             rewrite_strategies(csv_path, existing)
+            writer.reopen()  # the rewrite replaced the file the writer had open
         if csv_path != main_csv:
             existing = pd.concat([read_strategies(main_csv), existing], ignore_index=True)
         if len(existing) and json_path.is_file():
