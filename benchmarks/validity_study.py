@@ -123,6 +123,15 @@ COLUMNS = [
 ]
 
 
+def append_row(out: Path, path: Path, row: dict, columns: list[str] = COLUMNS) -> None:
+    """Append ``row`` to the study folder's ``path`` (atomically, under the folder's lock: several study
+    processes may share it) and print it."""
+    with file_lock(out / "study.lock"):
+        rows = pd.concat([read_rows(path, columns), pd.DataFrame([row], columns=columns)], ignore_index=True)
+        atomic_write_text(path, rows.to_csv(index=False))
+    print(json.dumps(row), flush=True)
+
+
 def template_for(table: str, builds: Path, out: Path, setting: str, seed: int) -> Path:
     """Train (or resume) the template of ``setting`` on ``table``'s dataset; returns its run directory."""
     spec = catalog.load_spec(table)  # a table is named after its spec
@@ -291,6 +300,29 @@ def combined_row(table: str, setting: str, seeds: list[int], r: dict) -> dict:
         "tau_after_seeds_mean": float(pd.Series([t["template_after"] for t in per_seed], dtype=float).mean()),
         "tau_ablation_seeds_mean": float(pd.Series([t["ablation"] for t in per_seed], dtype=float).mean()),
     }
+
+
+def combine(out: Path, tables: list[str], settings: list[str], seeds: list[int], k: int) -> None:
+    """``--combine K``: score consecutive groups of ``k`` of ``seeds``' finished templates as one run of K
+    seeds; one row per (table, setting, group) in ``<out>/combined.csv`` (resumable)."""
+    path = out / "combined.csv"
+    groups = [seeds[i : i + k] for i in range(0, len(seeds), k) if len(seeds[i : i + k]) == k]
+    for table in tables:
+        name = catalog.load_spec(table).name
+        for setting in settings:
+            for group in groups:
+                have = read_rows(path, COMBINED_COLUMNS)
+                done = (have["table"] == table) & (have["setting"] == setting)
+                if (done & (have["seeds"].astype(str) == "-".join(map(str, group)))).any():
+                    continue
+                missing = [
+                    s for s in group if not (out / f"{name}_{setting}_s{s}" / "summary.json").is_file()
+                ]
+                if missing:
+                    print(f"{table} {setting}: no finished template for seeds {missing}; run the study first")
+                    continue
+                r = score(str(combined_run(out, table, setting, group)), table)
+                append_row(out, path, combined_row(table, setting, group, r), COMBINED_COLUMNS)
 
 
 def combined_markdown(rows: pd.DataFrame) -> list[str]:
@@ -501,50 +533,11 @@ def main() -> int:
                         key = (have["table"] == table) & (have["setting"] == setting) & (have["seed"] == seed)
                         if (key & (have["recal_clips"] == clips)).any():
                             continue
-                        row = recal_row(run, table, setting, seed, clips)
-                        with file_lock(out / "study.lock"):
-                            rows = pd.concat(
-                                [
-                                    read_rows(recal_path, RECAL_COLUMNS),
-                                    pd.DataFrame([row], columns=RECAL_COLUMNS),
-                                ],
-                                ignore_index=True,
-                            )
-                            atomic_write_text(recal_path, rows.to_csv(index=False))
-                        print(json.dumps(row), flush=True)
+                        append_row(
+                            out, recal_path, recal_row(run, table, setting, seed, clips), RECAL_COLUMNS
+                        )
     if args.combine and not args.doc_only:
-        combined_path = out / "combined.csv"
-        groups = [args.seeds[i : i + args.combine] for i in range(0, len(args.seeds), args.combine)]
-        for table in tables:
-            for setting in args.settings:
-                for group in [g for g in groups if len(g) == args.combine]:
-                    have = read_rows(combined_path, COMBINED_COLUMNS)
-                    label = "-".join(map(str, group))
-                    key = (have["table"] == table) & (have["setting"] == setting)
-                    if (key & (have["seeds"].astype(str) == label)).any():
-                        continue
-                    name = catalog.load_spec(table).name
-                    missing = [
-                        s for s in group if not (out / f"{name}_{setting}_s{s}" / "summary.json").is_file()
-                    ]
-                    if missing:
-                        print(
-                            f"{table} {setting}: no finished template for seeds {missing}; run the study first"
-                        )
-                        continue
-                    row = combined_row(
-                        table, setting, group, score(str(combined_run(out, table, setting, group)), table)
-                    )
-                    with file_lock(out / "study.lock"):
-                        rows = pd.concat(
-                            [
-                                read_rows(combined_path, COMBINED_COLUMNS),
-                                pd.DataFrame([row], columns=COMBINED_COLUMNS),
-                            ],
-                            ignore_index=True,
-                        )
-                        atomic_write_text(combined_path, rows.to_csv(index=False))
-                    print(json.dumps(row), flush=True)
+        combine(out, tables, args.settings, args.seeds, args.combine)
     for table in tables if not (args.recal_sweep or args.combine) else []:
         for setting in args.settings:
             for seed in args.seeds:
@@ -576,13 +569,9 @@ def main() -> int:
                         f"{run}: template trained (table {table!r} not scored: --train-only or not shipped yet)"
                     )
                     continue
-                row = result_row(table, setting, seed, score(str(run), table), time.time() - t0)
-                with file_lock(out / "study.lock"):  # several study processes may share the folder
-                    rows = pd.concat(
-                        [read_rows(path), pd.DataFrame([row], columns=COLUMNS)], ignore_index=True
-                    )
-                    atomic_write_text(path, rows.to_csv(index=False))
-                print(json.dumps(row), flush=True)
+                append_row(
+                    out, path, result_row(table, setting, seed, score(str(run), table), time.time() - t0)
+                )
     rows = read_rows(path)
     command = (
         f".venv/bin/python benchmarks/validity_study.py --tables {' '.join(args.tables)} --settings "
