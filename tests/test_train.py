@@ -298,3 +298,29 @@ def test_k_auto_measures_k_once_and_a_resumed_run_keeps_it(tiny_motion, tmp_path
     train(load_config(None, over), max_epochs=2)
     resumed = train(load_config(None, over), resume="auto")
     assert resumed["k"] == ref["k"] and resumed["weights_sha1"] == ref["weights_sha1"]
+
+
+def test_collapse_warnings_closed_form():
+    from fusion3d.analysis.verdicts import at_chance, collapse_warnings
+
+    # 6 classes on 300 videos: chance 16.7%, two standard errors 4.3 points
+    assert at_chance(17.3, 6, 300) and at_chance(12.5, 6, 300) and not at_chance(21.5, 6, 300)
+    assert collapse_warnings([[0.2, 0.9]] * 6, 80.0, 6, 300) == []
+    assert len(collapse_warnings([[0.6, 0.99]] * 6, 80.0, 6, 300)) == 1  # every path dropped
+    both = collapse_warnings([[0.6, 0.99]] * 6, 17.0, 6, 300)
+    assert len(both) == 2 and "17.0% is at chance (16.7% for 6 classes" in both[0]
+
+
+def test_a_collapsed_template_is_flagged_by_train_and_in_the_report(tiny_motion, tmp_path, capfd):
+    from fusion3d.report import build_report
+
+    over = tiny_overrides(
+        tiny_motion, tmp_path, **{"train.epochs": 1, "train.k": 1000.0, "train.logit_lr": 5.0}
+    )
+    summary = train(load_config(None, over))
+    assert any("dropped every path" in w for w in summary["warnings"])
+    assert "warning: v-DropPath dropped every path" in capfd.readouterr().err
+    _, md = build_report(tmp_path / "run")
+    assert "**Warning: v-DropPath dropped every path" in md.read_text()
+    fine = train(load_config(None, tiny_overrides(tiny_motion, tmp_path / "fine", **{"train.epochs": 1})))
+    assert not any("dropped every path" in w for w in fine.get("warnings", []))  # (2 epochs: at chance)

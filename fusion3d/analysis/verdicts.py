@@ -1,5 +1,6 @@
 """Verdicts in numbers: which path type the learned drop probabilities prefer, whether they have moved
-from their initial value, and whether temporal units pay off in accuracy beyond binomial noise.
+from their initial value, whether temporal units pay off in accuracy beyond binomial noise, and whether
+a trained template collapsed (``collapse_warnings``).
 
 Pure numpy on arrays and plain numbers; the report (``fusion3d.report``) turns them into sentences.
 """
@@ -57,3 +58,38 @@ def accuracy_gap(spatial: float, temporal: dict[str, float], n_videos: int | Non
         thr = 0.0
     kind = "temporal" if gap > thr else ("spatial" if gap < -thr else "none")
     return {"gap": gap, "tname": tname, "noise": noise, "kind": kind}
+
+
+def at_chance(top1: float, num_classes: int, n_videos: int) -> bool:
+    """Whether a top-1 accuracy (percent) measured on ``n_videos`` videos lies within two binomial standard
+    errors of chance (``100 / num_classes``)."""
+    c = 1.0 / num_classes
+    return abs(float(top1) / 100.0 - c) <= 2.0 * math.sqrt(c * (1.0 - c) / n_videos)
+
+
+def collapse_warnings(
+    drop_probs: np.ndarray, val_top1: float | None, num_classes: int, n_videos: int
+) -> list[str]:
+    """One sentence per sign that a trained template carries no information (empty when there is none):
+    its last validation accuracy ``val_top1`` (percent, on ``n_videos`` videos) is at chance, or
+    v-DropPath dropped every path (``drop_probs``, ``(slots, 2)``: both paths of every slot above 0.5,
+    so the most probable strategy computes nothing)."""
+    out = []
+    if (
+        val_top1 is not None
+        and n_videos > 0
+        and num_classes > 1
+        and at_chance(val_top1, num_classes, n_videos)
+    ):
+        out.append(
+            f"the template's last validation accuracy {float(val_top1):.1f}% is at chance "
+            f"({100.0 / num_classes:.1f}% for {num_classes} classes, within two binomial standard errors on "
+            f"{n_videos} videos): its strategy scores and drop probabilities carry no information"
+        )
+    p = np.asarray(drop_probs, dtype=float)
+    if p.size and (p > 0.5).all():
+        out.append(
+            "v-DropPath dropped every path: both drop probabilities of every slot are above 0.5, so the most "
+            "probable strategy computes nothing"
+        )
+    return out

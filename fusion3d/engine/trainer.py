@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 
 from fusion3d.analysis.marginals import drop_table
+from fusion3d.analysis.verdicts import collapse_warnings
 from fusion3d.config import Config, save_config, to_dict
 from fusion3d.data.clip_cache import build_clip_cache
 from fusion3d.data.clip_cache_ranks import build_clip_cache_together
@@ -123,6 +124,7 @@ class _Validation:
     loader: object = None
     views: str = ""
     excluded: int = 0
+    videos: int = 0
 
 
 def _validation_set(
@@ -154,11 +156,14 @@ def _validation_set(
         shuffle=False,
         seed=seed,
     )
+    videos = int(cache.index["video"].nunique() - cache.num_excluded_videos)
     views = (
         f"{d_cfg.eval_subset} subset, {d_cfg.test_clips} clip(s) x {d_cfg.test_crops} crop(s) per video, "
-        f"per-video accuracy, {cache.index['video'].nunique() - cache.num_excluded_videos} videos"
+        f"per-video accuracy, {videos} videos"
     )
-    return _Validation(loader, views, cache.num_excluded_videos + len(table.excluded) + len(table.missing))
+    return _Validation(
+        loader, views, cache.num_excluded_videos + len(table.excluded) + len(table.missing), videos
+    )
 
 
 def _validate(
@@ -523,6 +528,22 @@ def _train(cfg, resume, init, max_epochs, overwrite, explicit, held: ExitStack) 
         "complete": end_epoch == total_epochs,
         **last_val,
     }
+    if fixed is None and end_epoch == total_epochs:
+        warnings = collapse_warnings(
+            summary["drop_probs"] if end_epoch > t_cfg.warmup_epochs else [],
+            last_val.get("val_top1"),
+            num_classes,
+            val.videos,
+        )
+        if warnings:
+            summary["warnings"] = warnings
+            if is_main:
+                for w in warnings:
+                    print(
+                        f"warning: {w} (a smaller train.k, train.k_auto, a smaller train.logit_lr or "
+                        "fewer v-DropPath epochs usually prevents it; docs/validity.md)",
+                        file=sys.stderr,
+                    )
     if world > 1:
         run.weights_rank(rank).write_text(summary["weights_sha1"] + "\n")
         dist.barrier()

@@ -156,6 +156,13 @@ def _section_training(run: RunData) -> Section:
             f"path on, then v-DropPath), training {state}."
         )
     )
+    for w in (run.summary or {}).get("warnings") or []:  # the template collapsed (train's own check)
+        sec.blocks.append(
+            Para(
+                f"**Warning: {w}.** A smaller `train.k` (or `train.k_auto`), a smaller "
+                "`train.logit_lr` or fewer v-DropPath epochs usually prevents it."
+            )
+        )
     png = training_png(run)
     if png is None:
         sec.blocks.append(Para(f"{FILES['metrics']} holds no step or epoch record yet.", "missing"))
