@@ -142,8 +142,10 @@ def fit(
     total = t.warmup_epochs + t.epochs
     history: list[dict] = []
     step, last_val = 0, {}
+    gates = model.gates()
+    temperature = gates[0].temperature if gates else 0.2  # the network's own (model.temperature)
     for epoch in range(total):
-        phase, e_in_phase, phase_epochs = _set_phase(model, t, epoch, fixed, total)
+        phase, e_in_phase, phase_epochs = _set_phase(model, t, epoch, fixed, total, temperature)
         model.train()
         acc = dict.fromkeys(("loss", "ce", "reg", "correct", "seen"), 0.0)
         t0 = time.perf_counter()
