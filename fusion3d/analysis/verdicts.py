@@ -67,6 +67,10 @@ def at_chance(top1: float, num_classes: int, n_videos: int) -> bool:
     return abs(float(top1) / 100.0 - c) <= 2.0 * math.sqrt(c * (1.0 - c) / n_videos)
 
 
+# What usually prevents a collapse (train prints it after each warning, the report beside it).
+COLLAPSE_ADVICE = "a smaller train.k (or train.k_auto), a smaller train.logit_lr or fewer v-DropPath epochs usually prevents it"
+
+
 def collapse_warnings(
     drop_probs: np.ndarray, val_top1: float | None, num_classes: int, n_videos: int
 ) -> list[str]:

@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 
 from fusion3d.analysis.marginals import drop_table
-from fusion3d.analysis.verdicts import collapse_warnings
+from fusion3d.analysis.verdicts import COLLAPSE_ADVICE, collapse_warnings
 from fusion3d.config import Config, save_config, to_dict
 from fusion3d.data.clip_cache import build_clip_cache
 from fusion3d.data.clip_cache_ranks import build_clip_cache_together
@@ -539,11 +539,7 @@ def _train(cfg, resume, init, max_epochs, overwrite, explicit, held: ExitStack) 
             summary["warnings"] = warnings
             if is_main:
                 for w in warnings:
-                    print(
-                        f"warning: {w} (a smaller train.k, train.k_auto, a smaller train.logit_lr or "
-                        "fewer v-DropPath epochs usually prevents it; docs/validity.md)",
-                        file=sys.stderr,
-                    )
+                    print(f"warning: {w} ({COLLAPSE_ADVICE}; docs/validity.md)", file=sys.stderr)
     if world > 1:
         run.weights_rank(rank).write_text(summary["weights_sha1"] + "\n")
         dist.barrier()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from fusion3d.analysis.verdicts import path_preference
+from fusion3d.analysis.verdicts import COLLAPSE_ADVICE, path_preference
 from fusion3d.report import fmt
 from fusion3d.report.document import DATA_FREE, Code, Img, Missing, Para, Section, Table
 from fusion3d.report.figures import drop_probs_png, training_png
@@ -157,12 +157,7 @@ def _section_training(run: RunData) -> Section:
         )
     )
     for w in (run.summary or {}).get("warnings") or []:  # the template collapsed (train's own check)
-        sec.blocks.append(
-            Para(
-                f"**Warning: {w}.** A smaller `train.k` (or `train.k_auto`), a smaller "
-                "`train.logit_lr` or fewer v-DropPath epochs usually prevents it."
-            )
-        )
+        sec.blocks.append(Para(f"**Warning: {w}.** {COLLAPSE_ADVICE[0].upper()}{COLLAPSE_ADVICE[1:]}."))
     png = training_png(run)
     if png is None:
         sec.blocks.append(Para(f"{FILES['metrics']} holds no step or epoch record yet.", "missing"))
